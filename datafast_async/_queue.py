@@ -1,0 +1,194 @@
+"""The bounded queue of goals, and the ledger that counts every one of them.
+
+``GoalQueue`` only buffers and counts; it does no I/O and knows nothing of HTTP, so it is tested
+alone. A goal enters with ``offer`` (from any thread), leaves the queue with ``take`` (the
+sender, in the client's loop) and ends with ``finish`` or ``abandon_all``. At every moment::
+
+    enqueued == delivered + failed + queued + in_flight
+
+where ``queued`` is the queue's length and ``in_flight`` the goals taken and not yet finished
+(sending or waiting to retry). Every change to those numbers happens under one lock, so a
+snapshot taken from any thread is consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+from ._delivery import Delivery
+from ._models import Stats
+
+__all__ = ["GoalQueue"]
+
+
+class GoalQueue:
+    """A FIFO of ``Delivery`` objects holding at most ``maxsize``, with the run's counters."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self._items: deque[Delivery] = deque()
+        self._lock = threading.Lock()
+        # Goals taken and not finished, in the order they were taken, with their take index:
+        # the first value is the smallest, which makes flush's check O(1).
+        self._active: dict[Delivery, int] = {}
+        self._taken = 0
+        self._enqueued = 0
+        self._delivered = 0
+        self._failed = 0
+        self._dropped = 0
+        self._retries = 0
+        self._flush_waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+
+    # -- intake (any thread) --------------------------------------------------------------
+
+    def offer(self, delivery: Delivery) -> bool:
+        """Append a goal if there is room; ``False`` (and nothing counted) if full."""
+        with self._lock:
+            if len(self._items) >= self.maxsize:
+                return False
+            self._items.append(delivery)
+            self._enqueued += 1
+        return True
+
+    def push_front(self, deliveries: Iterable[Delivery]) -> int:
+        """Put goals ahead of everything queued (a replay at start-up), ignoring the bound."""
+        items = list(deliveries)
+        with self._lock:
+            self._items.extendleft(reversed(items))
+            self._enqueued += len(items)
+        return len(items)
+
+    def record_drop(self) -> int:
+        """Count one goal refused at the door; returns the running total."""
+        with self._lock:
+            self._dropped += 1
+            return self._dropped
+
+    # -- the sender's side (the client's loop) --------------------------------------------
+
+    def take(self) -> Delivery | None:
+        """The oldest queued goal, now in flight; ``None`` when the queue is empty."""
+        with self._lock:
+            if not self._items:
+                return None
+            delivery = self._items.popleft()
+            self._active[delivery] = self._taken
+            self._taken += 1
+        if self._room_waiters:
+            _wake_first(self._room_waiters)
+        return delivery
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self._retries += 1
+
+    def finish(self, delivery: Delivery, delivered: bool) -> bool:
+        """Count a goal taken earlier as delivered or failed; ``False`` if it was not active."""
+        with self._lock:
+            if self._active.pop(delivery, None) is None:
+                return False
+            if delivered:
+                self._delivered += 1
+            else:
+                self._failed += 1
+        if self._flush_waiters:
+            self._check_flush()
+        return True
+
+    def abandon_all(self) -> list[Delivery]:
+        """Count every queued and in-flight goal as failed and hand them back to be reported."""
+        with self._lock:
+            abandoned = list(self._active)
+            abandoned.extend(self._items)
+            self._failed += len(abandoned)
+            self._taken += len(self._items)
+            self._active.clear()
+            self._items.clear()
+        self._check_flush()
+        self.abandon_room_waiters()
+        return abandoned
+
+    # -- waiting (the client's loop) ------------------------------------------------------
+
+    def flush_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[bool] | None:
+        """A future set once every goal queued or in flight now has finished (None: already)."""
+        with self._lock:
+            target = self._taken + len(self._items)
+            if self._flushed(target):
+                return None
+            future: asyncio.Future[bool] = loop.create_future()
+            self._flush_waiters.append((target, future))
+        return future
+
+    def discard_flush_waiter(self, future: asyncio.Future[bool]) -> None:
+        self._flush_waiters = [(t, f) for t, f in self._flush_waiters if f is not future]
+
+    def room_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future set when a goal leaves the queue (for ``on_full="block"``)."""
+        future: asyncio.Future[None] = loop.create_future()
+        self._room_waiters.append(future)
+        return future
+
+    def discard_room_waiter(self, future: asyncio.Future[None]) -> None:
+        if future in self._room_waiters:
+            self._room_waiters.remove(future)
+
+    def abandon_room_waiters(self) -> None:
+        """Wake every ``track`` blocked on a full queue (the client is closing)."""
+        while self._room_waiters:
+            _wake_first(self._room_waiters)
+
+    def _flushed(self, target: int) -> bool:
+        if self._taken < target:
+            return False
+        return not self._active or next(iter(self._active.values())) >= target
+
+    def _check_flush(self) -> None:
+        with self._lock:
+            ready = [f for t, f in self._flush_waiters if self._flushed(t)]
+            if ready:
+                self._flush_waiters = [(t, f) for t, f in self._flush_waiters if f not in ready]
+        for future in ready:
+            if not future.done():
+                future.set_result(True)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    @property
+    def pending(self) -> int:
+        """Goals accepted and not finished: queued plus in flight."""
+        with self._lock:
+            return len(self._items) + len(self._active)
+
+    def snapshot(self) -> Stats:
+        with self._lock:
+            return Stats(
+                enqueued=self._enqueued,
+                delivered=self._delivered,
+                failed=self._failed,
+                dropped=self._dropped,
+                retries=self._retries,
+                queued=len(self._items),
+                in_flight=len(self._active),
+            )
+
+
+def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:
+    while waiters:
+        future = waiters.popleft()
+        if not future.done():
+            future.set_result(None)
+            return

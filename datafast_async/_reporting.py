@@ -1,0 +1,140 @@
+"""Telling the user what happened: callbacks, and logs that do not storm.
+
+Callbacks may be plain functions or coroutine functions. A plain one runs inline; an awaitable
+it returns runs as a task that this reporter owns and awaits (with a deadline) at shutdown. An
+exception inside a callback is logged at ERROR with its traceback and never reaches the sender.
+
+While the API is down, thousands of goals fail the same way: the first failure of a kind is
+logged, the rest are counted and summed up in one line per window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._errors import DataFastError
+from ._models import Goal, GoalResult
+
+__all__ = ["FailureLog", "Reporter", "logger"]
+
+logger = logging.getLogger("datafast_async")
+
+SuccessCallback = Callable[[Goal, GoalResult], object]
+FailureCallback = Callable[[Goal, DataFastError], object]
+
+
+class FailureLog:
+    """Logs the first failure of each kind, then one summary line per ``window`` seconds."""
+
+    def __init__(self, window: float = 60.0, *, max_kinds: int = 64) -> None:
+        self._window = window
+        self._max_kinds = max_kinds
+        # kind -> [window start (monotonic), failures suppressed since the last line]
+        self._kinds: dict[tuple[object, ...], list[float]] = {}
+
+    def record(self, goal: Goal, error: DataFastError) -> None:
+        kind = (type(error), getattr(error, "status", None), str(error))
+        now = time.monotonic()
+        entry = self._kinds.get(kind)
+        if entry is not None and now - entry[0] < self._window:
+            entry[1] += 1
+            return
+        if entry is not None:
+            self._summarise(kind, entry)
+        elif len(self._kinds) >= self._max_kinds:
+            self.summarise_all()
+        self._kinds[kind] = [now, 0]
+        logger.warning("goal %r failed: %s", goal.name, error)
+
+    def summarise_all(self) -> None:
+        for kind, entry in self._kinds.items():
+            self._summarise(kind, entry)
+        self._kinds.clear()
+
+    def _summarise(self, kind: tuple[object, ...], entry: list[float]) -> None:
+        if entry[1]:
+            logger.warning(
+                "%d more goals failed the same way (%s) in the last %.0f s",
+                int(entry[1]),
+                kind[2],
+                time.monotonic() - entry[0],
+            )
+            entry[1] = 0
+
+
+class Reporter:
+    """Calls ``on_success``/``on_failure`` and owns the tasks of async callbacks."""
+
+    def __init__(
+        self,
+        on_success: SuccessCallback | None,
+        on_failure: FailureCallback | None,
+    ) -> None:
+        self._on_success = on_success
+        self._on_failure = on_failure
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.failure_log = FailureLog()
+        self.async_allowed = True
+
+    def delivered(self, goal: Goal, result: GoalResult) -> None:
+        if self._on_success is not None:
+            self._call(self._on_success, goal, result)
+
+    def failed(self, goal: Goal, error: DataFastError) -> None:
+        self.failure_log.record(goal, error)
+        if self._on_failure is not None:
+            self._call(self._on_failure, goal, error)
+
+    def _call(self, callback: Callable[[Goal, Any], object], goal: Goal, arg: object) -> None:
+        try:
+            returned = callback(goal, arg)
+        except Exception:
+            logger.exception("the %s callback raised for goal %r", _name(callback), goal.name)
+            return
+        if inspect.isawaitable(returned):
+            if not self.async_allowed:
+                # The loop is ending: the awaitable could never run to completion.
+                if inspect.iscoroutine(returned):
+                    returned.close()
+                logger.error(
+                    "the %s callback for goal %r was not run: the event loop is ending",
+                    _name(callback),
+                    goal.name,
+                )
+                return
+            task: asyncio.Task[object] = asyncio.ensure_future(_run(callback, returned))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending_tasks(self) -> int:
+        return len(self._tasks)
+
+    async def aclose(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for async callbacks, then cancel the rest."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=max(0.0, timeout))
+        if late:
+            logger.error("%d async callbacks did not finish in time and were cancelled", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=1.0)
+
+
+async def _run(callback: Callable[..., object], awaitable: Awaitable[object]) -> object:
+    try:
+        return await awaitable
+    except Exception:
+        logger.exception("the %s callback raised", _name(callback))
+        return None
+
+
+def _name(callback: Callable[..., object]) -> str:
+    name = getattr(callback, "__qualname__", None) or getattr(callback, "__name__", None)
+    return name if isinstance(name, str) else repr(callback)

@@ -1,0 +1,185 @@
+"""The API's rules for one goal, applied at call time.
+
+These functions run on the caller's hot path (``track_nowait``), so the common case (a valid
+``str`` name seen before, string metadata values, keys seen before) costs a few dictionary
+look-ups. Everything else takes the slow path, which is also the one that explains failures.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import ValidationError
+
+__all__ = [
+    "MAX_METADATA_KEYS",
+    "MAX_METADATA_KEY_LENGTH",
+    "MAX_METADATA_VALUE_LENGTH",
+    "MAX_NAME_LENGTH",
+    "RESERVED_NAMES",
+    "check_description",
+    "check_visitor_id",
+    "normalize_metadata",
+    "normalize_name",
+]
+
+MAX_NAME_LENGTH = 64
+MAX_METADATA_KEYS = 10
+MAX_METADATA_KEY_LENGTH = 64
+MAX_METADATA_VALUE_LENGTH = 255
+RESERVED_NAMES = frozenset({"identify"})
+
+_NAME_RE = re.compile(r"[a-z0-9_:-]{1,64}")
+_KEY_RE = re.compile(r"[a-z0-9_-]{1,64}")
+
+# Goal names and metadata keys come from a small set in any real application. Remembering the
+# ones already checked makes the hot path a dictionary look-up and lets every queued goal share
+# one normalised name string. The caches stop growing at a fixed size, so a stream of unique
+# names costs the slow path, never unbounded memory.
+_CACHE_LIMIT = 4096
+_names: dict[str, str] = {}
+_keys: set[str] = set()
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_visitor_id(visitor_id: object) -> str:
+    """Return ``visitor_id`` if it is a non-empty string, else raise ``ValidationError``."""
+    if type(visitor_id) is str and visitor_id:
+        return visitor_id
+    if isinstance(visitor_id, str):
+        if visitor_id:
+            return str.__str__(visitor_id)
+        raise ValidationError("visitor_id", "visitor_id must not be empty")
+    raise ValidationError(
+        "visitor_id",
+        f"visitor_id must be a str (the datafast_visitor_id cookie), got "
+        f"{type(visitor_id).__name__}",
+    )
+
+
+def normalize_name(name: object) -> str:
+    """Normalise a goal name as the API does, then check it.
+
+    Lowercases, turns spaces into ``_`` (nothing else is changed), then requires 1 to 64
+    characters of ``a-z 0-9 _ - :`` and refuses the reserved ``identify``.
+    """
+    if type(name) is str:
+        cached = _names.get(name)
+        if cached is not None:
+            return cached
+    return _normalize_name_slow(name)
+
+
+def _normalize_name_slow(name: object) -> str:
+    if not isinstance(name, str):
+        raise ValidationError("name", f"name must be a str, got {type(name).__name__}")
+    raw = str.__str__(name)
+    normalized = raw.lower().replace(" ", "_")
+    if not normalized:
+        raise ValidationError("name", "name must not be empty")
+    if len(normalized) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            "name",
+            f"name must be at most {MAX_NAME_LENGTH} characters, got {len(normalized)}: "
+            f"{_shown(raw)}",
+        )
+    if _NAME_RE.fullmatch(normalized) is None:
+        bad = sorted({c for c in normalized if _NAME_RE.fullmatch(c) is None})
+        raise ValidationError(
+            "name",
+            "name may only contain a-z, 0-9, '_', '-' and ':' after lowercasing and turning "
+            f"spaces into '_'; {_shown(raw)} has {', '.join(map(repr, bad))}",
+        )
+    if normalized in RESERVED_NAMES:
+        raise ValidationError("name", f"name {normalized!r} is reserved by DataFast")
+    if len(_names) < _CACHE_LIMIT:
+        _names[raw] = normalized
+    return normalized
+
+
+def check_description(description: object) -> str | None:
+    """Return ``description`` if it is ``None`` or a string, else raise ``ValidationError``."""
+    if description is None or type(description) is str:
+        return description
+    if isinstance(description, str):
+        return str.__str__(description)
+    raise ValidationError(
+        "description", f"description must be a str or None, got {type(description).__name__}"
+    )
+
+
+def normalize_metadata(metadata: object) -> dict[str, str] | None:
+    """Check metadata and return a fresh ``dict[str, str]`` for the wire.
+
+    ``None`` values are left out; ``bool``, ``int`` and ``float`` values become their JSON text;
+    then at most 10 keys matching ``^[a-z0-9_-]{1,64}$``, each value at most 255 characters.
+    """
+    if metadata is None:
+        return None
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):
+        raise ValidationError(
+            "metadata", f"metadata must be a mapping or None, got {type(metadata).__name__}"
+        )
+    out: dict[str, str] = {}
+    for key, value in metadata.items():
+        if key not in _keys:
+            _check_key(key)
+        if type(value) is not str:
+            if value is None:
+                continue
+            value = _value_text(key, value)
+        if len(value) > MAX_METADATA_VALUE_LENGTH:
+            raise ValidationError(
+                f"metadata.{key}",
+                f"metadata value for {key!r} must be at most {MAX_METADATA_VALUE_LENGTH} "
+                f"characters, got {len(value)}",
+            )
+        out[key] = value
+    if len(out) > MAX_METADATA_KEYS:
+        raise ValidationError(
+            "metadata",
+            f"metadata may have at most {MAX_METADATA_KEYS} keys, got {len(out)}",
+        )
+    return out
+
+
+def _check_key(key: Any) -> None:
+    if type(key) is not str:
+        raise ValidationError(
+            "metadata", f"metadata keys must be str, got {type(key).__name__}: {_shown(key)}"
+        )
+    if _KEY_RE.fullmatch(key) is None:
+        raise ValidationError(
+            f"metadata.{key}",
+            f"metadata key {_shown(key)} must be 1 to {MAX_METADATA_KEY_LENGTH} characters of "
+            "a-z, 0-9, '_' and '-'",
+        )
+    if len(_keys) < _CACHE_LIMIT:
+        _keys.add(key)
+
+
+def _value_text(key: str, value: object) -> str:
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(
+                f"metadata.{key}", f"metadata value for {key!r} must be a finite number"
+            )
+        return float.__repr__(value)
+    raise ValidationError(
+        f"metadata.{key}",
+        f"metadata value for {key!r} must be str, bool, int, float or None, got "
+        f"{type(value).__name__}",
+    )

@@ -1,0 +1,748 @@
+"""The client's behaviour, driven as a user would, on a mock transport (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from datafast_async import (
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    DataFast,
+    DataFastError,
+    Goal,
+    GoalResult,
+    QueueFullError,
+    RateLimitError,
+    RetryPolicy,
+    ServerError,
+    ShutdownError,
+    Stats,
+    TransportError,
+    VisitorNotFoundError,
+)
+from datafast_async._transport import Request, Response
+
+from .conftest import EVENT_ID, Recorder, error, ok, until
+
+MakeClient = Callable[..., DataFast]
+
+
+def balanced(stats: Stats) -> bool:
+    return stats.enqueued == stats.delivered + stats.failed + stats.queued + stats.in_flight
+
+
+class Gate:
+    """A handler that holds every request until released, counting those it holds."""
+
+    def __init__(self, answer: Callable[[Request], Response] = lambda r: ok()) -> None:
+        self.open = asyncio.Event()
+        self.waiting = 0
+        self.answer = answer
+
+    async def __call__(self, request: Request) -> Response:
+        self.waiting += 1
+        try:
+            await self.open.wait()
+        finally:
+            self.waiting -= 1
+        return self.answer(request)
+
+
+# -- delivery and results ---------------------------------------------------------------------
+
+
+async def test_tracked_goals_are_delivered_in_the_background(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    async with make_client() as df:
+        delivery = df.track_nowait("v1", "Sign Up", metadata={"plan": "pro", "seats": 3})
+        assert not delivery.done()
+        assert await delivery.wait(timeout=5) == GoalResult(
+            EVENT_ID, "Custom event created successfully"
+        )
+    assert recorder.bodies == [
+        {"datafast_visitor_id": "v1", "name": "sign_up", "metadata": {"plan": "pro", "seats": "3"}}
+    ]
+    assert df.stats() == Stats(enqueued=1, delivered=1)
+
+
+async def test_track_starts_the_client_lazily(make_client: MakeClient) -> None:
+    df = make_client()
+    delivery = await df.track("v", "signup")
+    assert (await delivery.wait(5)).event_id == EVENT_ID
+    await df.aclose()
+
+
+async def test_on_success_and_on_failure_are_called_once_per_goal(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    recorder.answer = lambda r: error(400, "bad goal") if b"bad" in r.body else ok()
+    seen: list[tuple[str, object]] = []
+    async with make_client(
+        on_success=lambda goal, result: seen.append((goal.name, result.event_id)),
+        on_failure=lambda goal, exc: seen.append((goal.name, type(exc))),
+    ) as df:
+        df.track_nowait("v", "good")
+        df.track_nowait("v", "bad")
+    assert sorted(seen, key=str) == sorted([("good", EVENT_ID), ("bad", BadRequestError)], key=str)
+
+
+async def test_async_callbacks_are_awaited_before_aclose_returns(make_client: MakeClient) -> None:
+    done: list[str] = []
+
+    async def on_success(goal: Goal, result: GoalResult) -> None:
+        await asyncio.sleep(0)
+        done.append(goal.name)
+
+    async with make_client(on_success=on_success) as df:
+        for name in ("a", "b", "c"):
+            df.track_nowait("v", name)
+    assert sorted(done) == ["a", "b", "c"]
+
+
+async def test_a_raising_callback_is_logged_and_the_sender_goes_on(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_success(goal: Goal, result: GoalResult) -> None:
+        raise RuntimeError("callback bug")
+
+    async def on_failure(goal: Goal, exc: DataFastError) -> None:
+        raise RuntimeError("async callback bug")
+
+    async with make_client(on_success=on_success) as df:
+        deliveries = [df.track_nowait("v", f"g{i}") for i in range(5)]
+    assert all(d.result is not None for d in deliveries)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 5
+    assert all(r.exc_info and "callback bug" in str(r.exc_info[1]) for r in errors)
+
+    caplog.clear()
+    recorder_fail = Recorder(lambda r: error(400, "bad"))
+    async with DataFast(
+        "df_unit_test_key", on_failure=on_failure, _transport_factory=recorder_fail.factory
+    ) as df:
+        df.track_nowait("v", "x")
+    assert any("async callback bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+# -- what is retried and what is final ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (404, VisitorNotFoundError),
+        (501, ServerError),
+        (422, DataFastError),
+    ],
+)
+async def test_final_statuses_fail_at_once_with_the_apis_message(
+    make_client: MakeClient, recorder: Recorder, status: int, cls: type[DataFastError]
+) -> None:
+    recorder.answer = lambda r: error(status, "the API says no")
+    async with make_client() as df:
+        delivery = df.track_nowait("v", "signup")
+        with pytest.raises(cls, match="the API says no"):
+            await delivery.wait(5)
+    assert len(recorder.bodies) == 1
+    assert df.stats() == Stats(enqueued=1, failed=1)
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_retriable_statuses_are_retried_until_success(
+    make_client: MakeClient, recorder: Recorder, status: int
+) -> None:
+    answers = iter([error(status), error(status), ok()])
+    recorder.answer = lambda r: next(answers)
+    async with make_client() as df:
+        assert (await df.track_nowait("v", "signup").wait(5)).event_id == EVENT_ID
+    assert len(recorder.bodies) == 3
+    assert df.stats() == Stats(enqueued=1, delivered=1, retries=2)
+
+
+async def test_transport_errors_are_retried(make_client: MakeClient, recorder: Recorder) -> None:
+    calls = 0
+
+    def answer(request: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise TransportError("connection reset")
+        return ok()
+
+    recorder.answer = answer
+    async with make_client() as df:
+        await df.track_nowait("v", "signup").wait(5)
+    assert calls == 2
+
+
+async def test_attempts_are_bounded_by_max_attempts(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    recorder.answer = lambda r: error(503, "down")
+    failures: list[DataFastError] = []
+    async with make_client(
+        retry=RetryPolicy(max_attempts=4, initial_delay=0),
+        on_failure=lambda g, e: failures.append(e),
+    ) as df:
+        delivery = df.track_nowait("v", "signup")
+        with pytest.raises(ServerError, match="down"):
+            await delivery.wait(5)
+    assert len(recorder.bodies) == 4
+    assert [type(e) for e in failures] == [ServerError]
+    assert df.stats() == Stats(enqueued=1, failed=1, retries=3)
+
+
+async def test_retry_after_pauses_the_whole_sender(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    first = True
+
+    def answer(request: Request) -> Response:
+        nonlocal first
+        times.append(loop.time())
+        if first:
+            first = False
+            return error(429, "slow down", retry_after="0.2")
+        return ok()
+
+    recorder.answer = answer
+    async with make_client(concurrency=1) as df:
+        limited = df.track_nowait("v", "first")
+        await until(lambda: len(times) == 1)
+        others = [df.track_nowait("v", f"other{i}") for i in range(3)]
+        assert await df.flush(5)
+        send_result = await df.send("v", "direct")
+    assert limited.result is not None
+    assert all(o.result is not None for o in others)
+    assert send_result.event_id == EVENT_ID
+    assert all(t >= times[0] + 0.2 for t in times[1:])
+
+
+async def test_a_retry_after_beyond_the_limit_fails_with_the_rate_limit_error(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    recorder.answer = lambda r: error(429, "try tomorrow", retry_after="86400")
+    async with make_client(retry=RetryPolicy(max_retry_after=60), shutdown_timeout=0.5) as df:
+        delivery = df.track_nowait("v", "signup")
+        with pytest.raises(RateLimitError) as info:
+            await delivery.wait(5)
+    assert info.value.retry_after == 86400
+    assert len(recorder.bodies) == 1
+
+
+async def test_a_goal_waiting_to_retry_does_not_hold_a_slot(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    answers: dict[str, int] = {}
+
+    def answer(request: Request) -> Response:
+        name = request.body.decode()
+        answers[name] = answers.get(name, 0) + 1
+        return error(503) if "slow" in name and answers[name] == 1 else ok()
+
+    recorder.answer = answer
+    async with make_client(
+        concurrency=1, retry=RetryPolicy(initial_delay=0.3, max_delay=0.3)
+    ) as df:
+        retried = df.track_nowait("v", "slow")
+        await until(lambda: len(recorder.bodies) == 1)
+        quick = df.track_nowait("v", "quick")
+        await quick.wait(5)
+        # The quick goal went out while the other one waited for its retry.
+        assert not retried.done()
+        assert df.stats().in_flight == 1
+        await retried.wait(5)
+
+
+# -- the queue's policies ----------------------------------------------------------------------
+
+
+async def test_a_full_queue_drops_and_counts(make_client: MakeClient) -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    df = DataFast(
+        "df_unit_test_key", max_queue_size=2, concurrency=1, _transport_factory=recorder.factory
+    )
+    async with df:
+        df.track_nowait("v", "a")
+        await until(lambda: gate.waiting == 1)
+        kept = [df.track_nowait("v", "b"), df.track_nowait("v", "c")]
+        dropped = df.track_nowait("v", "d")
+        assert isinstance(dropped.error, QueueFullError)
+        with pytest.raises(QueueFullError):
+            await dropped.wait()
+        assert df.stats() == Stats(enqueued=3, dropped=1, queued=2, in_flight=1)
+        gate.open.set()
+        await asyncio.gather(*(k.wait(5) for k in kept))
+    assert df.stats().delivered == 3
+
+
+async def test_a_full_queue_raises_with_on_full_raise(make_client: MakeClient) -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast(
+        "df_unit_test_key",
+        max_queue_size=1,
+        concurrency=1,
+        on_full="raise",
+        _transport_factory=recorder.factory,
+    ) as df:
+        df.track_nowait("v", "a")
+        await until(lambda: gate.waiting == 1)
+        df.track_nowait("v", "b")
+        with pytest.raises(QueueFullError):
+            df.track_nowait("v", "c")
+        with pytest.raises(QueueFullError):
+            await df.track("v", "c")
+        assert df.stats().dropped == 2
+        gate.open.set()
+
+
+async def test_block_waits_for_room_then_queues() -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast(
+        "df_unit_test_key",
+        max_queue_size=1,
+        concurrency=1,
+        on_full="block",
+        timeout=5,
+        _transport_factory=recorder.factory,
+    ) as df:
+        df.track_nowait("v", "a")
+        await until(lambda: gate.waiting == 1)
+        df.track_nowait("v", "b")
+        blocked = asyncio.ensure_future(df.track("v", "c"))
+        await until(lambda: len(recorder.bodies) == 1)
+        assert not blocked.done()
+        with pytest.raises(QueueFullError):  # it cannot wait
+            df.track_nowait("v", "d")
+        gate.open.set()
+        delivery = await blocked
+        await delivery.wait(5)
+    assert sorted(recorder.names) == ["a", "b", "c"]
+    assert df.stats().dropped == 1
+
+
+async def test_block_gives_up_after_timeout() -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast(
+        "df_unit_test_key",
+        max_queue_size=1,
+        concurrency=1,
+        on_full="block",
+        timeout=0.05,
+        shutdown_timeout=0,
+        _transport_factory=recorder.factory,
+    ) as df:
+        df.track_nowait("v", "a")
+        await until(lambda: gate.waiting == 1)
+        df.track_nowait("v", "b")
+        with pytest.raises(QueueFullError, match="stayed full"):
+            await df.track("v", "c")
+        assert df.stats().dropped == 1
+
+
+async def test_drops_are_warned_about_at_a_limited_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast(
+        "df_unit_test_key",
+        max_queue_size=1,
+        concurrency=1,
+        shutdown_timeout=0,
+        _transport_factory=recorder.factory,
+    ) as df:
+        df.track_nowait("v", "a")
+        await until(lambda: gate.waiting == 1)
+        for _ in range(100):
+            df.track_nowait("v", "b")
+    warnings_ = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert 1 <= len(warnings_) <= 2
+    assert df.stats().dropped == 99
+
+
+# -- accounting --------------------------------------------------------------------------------
+
+
+async def test_the_ledger_balances_at_every_moment(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    client: list[DataFast] = []
+    observed: list[Stats] = []
+
+    def look() -> None:
+        observed.append(client[0].stats())
+
+    def answer(request: Request) -> Response:
+        look()
+        if b"bad" in request.body:
+            return error(400)
+        return error(503) if len(observed) % 3 == 0 else ok()
+
+    recorder.answer = answer
+    df = make_client(
+        max_queue_size=50,
+        concurrency=4,
+        on_success=lambda g, r: look(),
+        on_failure=lambda g, e: look(),
+    )
+    client.append(df)
+    async with df:
+        for i in range(200):
+            df.track_nowait("v", "bad" if i % 7 == 0 else "good")
+            look()
+            if i % 10 == 0:
+                await asyncio.sleep(0)
+        await df.flush(5)
+    final = df.stats()
+    assert len(observed) > 400
+    assert all(balanced(stats) for stats in observed)
+    assert final.enqueued + final.dropped == 200
+    assert final.failed > 0
+    assert final.delivered > 0
+    assert final.retries > 0
+    assert final.queued == final.in_flight == 0
+
+
+async def test_repeated_identical_failures_are_logged_once_with_a_count(
+    make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder.answer = lambda r: error(403, "Tracking suspended for this website")
+    async with make_client() as df:
+        for _ in range(50):
+            df.track_nowait("v", "signup")
+    lines = [r.getMessage() for r in caplog.records if "suspended" in r.getMessage()]
+    assert len(lines) == 2
+    assert "49 more goals failed the same way" in lines[1]
+
+
+# -- send() -----------------------------------------------------------------------------------
+
+
+async def test_send_returns_the_answer_and_leaves_counters_and_callbacks_alone(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    called: list[object] = []
+    async with make_client(on_success=lambda g, r: called.append(r)) as df:
+        result = await df.send("v", "signup", description="now")
+        assert result.event_id == EVENT_ID
+        recorder.answer = lambda r: error(404, "Visitor has no pageviews")
+        with pytest.raises(VisitorNotFoundError, match="no pageviews"):
+            await df.send("v", "signup")
+    assert called == []
+    assert df.stats() == Stats()
+
+
+async def test_send_retries_then_raises_the_final_error(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    recorder.answer = lambda r: error(502, "bad gateway")
+    async with make_client(retry=RetryPolicy(max_attempts=3, initial_delay=0)) as df:
+        with pytest.raises(ServerError, match="bad gateway"):
+            await df.send("v", "signup")
+    assert len(recorder.bodies) == 3
+
+
+async def test_send_shares_the_concurrency_limit(make_client: MakeClient) -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast(
+        "df_unit_test_key", concurrency=2, _transport_factory=recorder.factory
+    ) as df:
+        for name in ("a", "b", "c"):
+            df.track_nowait("v", name)
+        sent = asyncio.ensure_future(df.send("v", "direct"))
+        await until(lambda: gate.waiting == 2)
+        await asyncio.sleep(0)
+        assert gate.waiting == 2
+        gate.open.set()
+        await sent
+        await df.flush(5)
+    assert sorted(recorder.names) == ["a", "b", "c", "direct"]
+
+
+# -- flush and shutdown ------------------------------------------------------------------------
+
+
+async def test_flush_returns_false_when_its_timeout_comes_first() -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast("df_unit_test_key", _transport_factory=recorder.factory) as df:
+        df.track_nowait("v", "a")
+        assert await df.flush(timeout=0.01) is False
+        gate.open.set()
+        assert await df.flush(timeout=5) is True
+
+
+async def test_flush_with_nothing_pending_returns_at_once(make_client: MakeClient) -> None:
+    async with make_client() as df:
+        assert await df.flush(timeout=0)
+
+
+async def test_aclose_reports_goals_still_undelivered_at_its_deadline() -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    failures: list[tuple[str, DataFastError]] = []
+    df = DataFast(
+        "df_unit_test_key",
+        concurrency=2,
+        on_failure=lambda g, e: failures.append((g.name, e)),
+        _transport_factory=recorder.factory,
+    )
+    await df.start()
+    deliveries = [df.track_nowait("v", f"g{i}") for i in range(5)]
+    await until(lambda: gate.waiting == 2)
+    stats = await df.aclose(timeout=0.05)
+    assert stats == Stats(enqueued=5, failed=5)
+    assert sorted(name for name, _ in failures) == [f"g{i}" for i in range(5)]
+    assert all(isinstance(e, ShutdownError) for _, e in failures)
+    assert all(isinstance(d.error, ShutdownError) for d in deliveries)
+    assert recorder.transports[0].closed
+
+
+async def test_aclose_delivers_what_it_can_before_the_deadline(make_client: MakeClient) -> None:
+    df = make_client()
+    await df.start()
+    deliveries = [df.track_nowait("v", f"g{i}") for i in range(100)]
+    stats = await df.aclose(timeout=5)
+    assert stats == Stats(enqueued=100, delivered=100)
+    assert all(d.result is not None for d in deliveries)
+
+
+async def test_aclose_fails_retries_that_would_come_after_the_deadline_at_once(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    recorder.answer = lambda r: error(503, "busy", retry_after="30")
+    df = make_client()
+    await df.start()
+    delivery = df.track_nowait("v", "x")
+    await until(lambda: len(recorder.bodies) == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await df.aclose(timeout=10)
+    assert loop.time() - started < 5
+    assert isinstance(delivery.error, ShutdownError)
+    assert isinstance(delivery.error.__cause__, ServerError)
+
+
+async def test_aclose_is_idempotent(make_client: MakeClient) -> None:
+    df = make_client()
+    df.track_nowait("v", "a")
+    first = await df.aclose()
+    assert first == await df.aclose() == Stats(enqueued=1, delivered=1)
+
+
+async def test_aclose_finishes_even_when_its_task_is_cancelled() -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    failures: list[DataFastError] = []
+    df = DataFast(
+        "df_unit_test_key",
+        shutdown_timeout=0.2,
+        on_failure=lambda g, e: failures.append(e),
+        _transport_factory=recorder.factory,
+    )
+    entered = asyncio.Event()
+
+    async def owner() -> None:
+        async with df:
+            df.track_nowait("v", "a")
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(owner())
+    await entered.wait()
+    await until(lambda: gate.waiting == 1)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()  # cancelled again while aclose() runs
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert df.stats() == Stats(enqueued=1, failed=1)
+    assert [type(e) for e in failures] == [ShutdownError]
+
+
+async def test_track_after_aclose_raises_until_started_again(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    df = make_client()
+    await df.start()
+    df.track_nowait("v", "a")
+    await df.aclose()
+    with pytest.raises(ClientClosedError):
+        df.track_nowait("v", "b")
+    with pytest.raises(ClientClosedError):
+        await df.track("v", "b")
+    with pytest.raises(ClientClosedError):
+        await df.send("v", "b")
+    await df.start()
+    assert df.stats() == Stats()  # a fresh run
+    await df.track_nowait("v", "c").wait(5)
+    await df.aclose()
+    assert recorder.names == ["a", "c"]
+    assert len(recorder.transports) == 2
+    assert all(t.closed for t in recorder.transports)
+
+
+def test_a_closed_client_starts_again_in_a_new_event_loop(recorder: Recorder) -> None:
+    df = DataFast("df_unit_test_key", _transport_factory=recorder.factory)
+
+    async def lifespan(name: str) -> Stats:
+        async with df:
+            await df.track_nowait("v", name).wait(5)
+        return df.stats()
+
+    assert asyncio.run(lifespan("one")) == Stats(enqueued=1, delivered=1)
+    assert asyncio.run(lifespan("two")) == Stats(enqueued=1, delivered=1)
+    assert recorder.names == ["one", "two"]
+
+
+# -- disabled ---------------------------------------------------------------------------------
+
+
+async def test_disabled_validates_and_sends_nothing(recorder: Recorder) -> None:
+    df = DataFast(enabled=False, _transport_factory=recorder.factory)
+    delivery = df.track_nowait("v", "Sign Up")
+    assert delivery.done()
+    assert delivery.result == GoalResult(None, "disabled")
+    assert (await df.track("v", "x")).result == GoalResult(None, "disabled")
+    assert await df.send("v", "x") == GoalResult(None, "disabled")
+    assert await df.flush()
+    assert await df.aclose() == Stats()
+    assert recorder.transports == []
+
+
+# -- threads, garbage collection, loops ending -------------------------------------------------
+
+
+async def test_track_nowait_from_worker_threads(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    async with make_client() as df:
+
+        def work(n: int) -> None:
+            for i in range(50):
+                df.track_nowait("v", f"t{n}-{i}")
+
+        await asyncio.gather(*(asyncio.to_thread(work, n) for n in range(4)))
+        assert await df.flush(timeout=5)
+    assert len(recorder.bodies) == 200
+    assert df.stats() == Stats(enqueued=200, delivered=200)
+
+
+async def test_validation_errors_are_raised_in_the_calling_thread(make_client: MakeClient) -> None:
+    async with make_client() as df:
+        caught: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                df.track_nowait("v", "identify")
+            except Exception as exc:
+                caught.append(exc)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        await asyncio.to_thread(thread.join)
+    assert [type(e).__name__ for e in caught] == ["ValidationError"]
+
+
+def test_goals_handed_over_before_start_are_sent_when_it_starts(recorder: Recorder) -> None:
+    df = DataFast("df_unit_test_key", _transport_factory=recorder.factory)
+    thread = threading.Thread(target=lambda: df.track_nowait("v", "early"))
+    thread.start()
+    thread.join()
+    assert df.stats().queued == 1
+
+    async def main() -> Stats:
+        return await df.aclose()
+
+    assert asyncio.run(main()) == Stats(enqueued=1, delivered=1)
+
+
+def test_a_client_dropped_with_pending_goals_warns(recorder: Recorder) -> None:
+    clients = [DataFast("df_unit_test_key", _transport_factory=recorder.factory)]
+    thread = threading.Thread(target=lambda: clients[0].track_nowait("v", "lost"))
+    thread.start()
+    thread.join()
+    with pytest.warns(ResourceWarning, match="1 goals pending"):
+        clients.clear()  # the last reference: no cycle keeps a client alive
+
+
+def test_a_loop_that_ends_without_aclose_warns_and_settles_the_goals() -> None:
+    gate_holder: list[Gate] = []
+    failures: list[DataFastError] = []
+
+    def factory() -> Any:
+        gate = Gate()
+        gate_holder.append(gate)
+        return Recorder(gate).factory()
+
+    df = DataFast(
+        "df_unit_test_key", on_failure=lambda g, e: failures.append(e), _transport_factory=factory
+    )
+    deliveries = []
+
+    async def main() -> None:
+        deliveries.append(df.track_nowait("v", "a"))
+        deliveries.append(df.track_nowait("v", "b"))
+        await until(lambda: gate_holder[0].waiting > 0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+    assert any(
+        issubclass(w.category, ResourceWarning) and "2 goals" in str(w.message) for w in caught
+    )
+    assert all(isinstance(d.error, ShutdownError) for d in deliveries)
+    assert len(failures) == 2
+    assert df.stats() == Stats(enqueued=2, failed=2)
+
+    # The same client works again in a new loop.
+    async def again() -> None:
+        gate_holder.clear()
+        delivery = df.track_nowait("v", "c")
+        await until(lambda: bool(gate_holder) and gate_holder[0].waiting > 0)
+        gate_holder[0].open.set()
+        await delivery.wait(5)
+        await df.aclose()
+
+    asyncio.run(again())
+
+
+async def test_an_unawaited_failed_delivery_never_warns(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    recorder.answer = lambda r: error(400)
+    async with make_client() as df:
+        df.track_nowait("v", "x")
+    gc.collect()  # filterwarnings=error turns any "never retrieved" into a failure
+
+
+async def test_delivery_wait_times_out_without_settling() -> None:
+    gate = Gate()
+    recorder = Recorder(gate)
+    async with DataFast("df_unit_test_key", _transport_factory=recorder.factory) as df:
+        delivery = df.track_nowait("v", "x")
+        with pytest.raises(TimeoutError):
+            await delivery.wait(timeout=0.01)
+        assert not delivery.done()
+        gate.open.set()
+        assert (await delivery.wait(5)).event_id == EVENT_ID

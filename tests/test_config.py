@@ -1,0 +1,115 @@
+"""Settings from arguments and the DATAFAST_* environment; the key is never shown whole."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from datafast_async import ConfigurationError, DataFast, RetryPolicy
+from datafast_async._config import mask_key, resolve_settings
+
+KEY = "df_0123456789abcdefSECRET9876"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "DATAFAST_API_KEY",
+        "DATAFAST_WEBSITE_ID",
+        "DATAFAST_BASE_URL",
+        "DATAFAST_ENABLED",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAFAST_API_KEY", "dft_token_abcdefgh1234")
+    monkeypatch.setenv("DATAFAST_WEBSITE_ID", "665f0b3c4d2e1a0012345678")
+    monkeypatch.setenv("DATAFAST_BASE_URL", "http://127.0.0.1:8787/")
+    settings = resolve_settings(None, None, None, True)
+    assert settings.url == "http://127.0.0.1:8787/api/v1/goals?websiteId=665f0b3c4d2e1a0012345678"
+    assert settings.headers["Authorization"] == "Bearer dft_token_abcdefgh1234"
+    assert settings.headers["User-Agent"].startswith("datafast-async/")
+    assert settings.headers["Content-Type"] == "application/json"
+
+
+def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAFAST_API_KEY", "df_from_env_000000")
+    monkeypatch.setenv("DATAFAST_BASE_URL", "http://env.invalid")
+    settings = resolve_settings(KEY, None, "https://example.test", True)
+    assert settings.api_key == KEY
+    assert settings.url == "https://example.test/api/v1/goals"
+
+
+def test_a_website_key_sends_no_website_id() -> None:
+    assert "websiteId" not in resolve_settings(KEY, "665f", None, True).url
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "no API key"),
+        ({"api_key": "sk_live_123"}, "starts neither"),
+        ({"api_key": "dft_token_abcdefgh1234"}, "needs the website id"),
+        ({"api_key": KEY, "base_url": "ftp://x"}, "http"),
+        ({"api_key": KEY, "base_url": "https://x?y=1"}, "query"),
+        ({"api_key": KEY, "concurrency": 0}, "concurrency"),
+        ({"api_key": KEY, "max_queue_size": -1}, "max_queue_size"),
+        ({"api_key": KEY, "on_full": "wait"}, "on_full"),
+        ({"api_key": KEY, "timeout": 0}, "timeout"),
+        ({"api_key": KEY, "shutdown_timeout": -1}, "shutdown_timeout"),
+        ({"api_key": KEY, "retry": {"max_attempts": 3}}, "RetryPolicy"),
+        ({"api_key": KEY, "on_success": "print"}, "callable"),
+    ],
+)
+def test_bad_settings_raise_configuration_error(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as info:
+        DataFast(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_bad_key_is_shown_masked_in_the_error() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        DataFast("xx_0123456789SECRET9876")
+    assert "SECRET" not in str(info.value)
+
+
+def test_disabled_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "enabled=False" in repr(DataFast(enabled=False))
+    monkeypatch.setenv("DATAFAST_ENABLED", "0")
+    assert "enabled=False" in repr(DataFast())
+
+
+def test_repr_shows_only_the_prefix_and_last_four_characters() -> None:
+    text = repr(DataFast(KEY))
+    assert "df_…9876" in text
+    assert "SECRET" not in text
+    assert "0123456789" not in text
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        (KEY, "df_…9876"),
+        ("dft_abcdefghijkl", "dft_…ijkl"),
+        ("df_short", "df_…"),
+        (None, "<none>"),
+        ("weird", "…"),
+    ],
+)
+def test_mask_key(key: str | None, shown: str) -> None:
+    assert mask_key(key) == shown
+
+
+async def test_the_key_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="datafast_async")
+    async with DataFast(
+        KEY, base_url="http://127.0.0.1:9", retry=RetryPolicy(max_attempts=1), timeout=2
+    ) as df:
+        delivery = df.track_nowait("v", "signup")
+        await df.flush(timeout=5)
+    assert delivery.error is not None
+    assert "SECRET" not in caplog.text
+    assert "SECRET" not in repr(delivery.error)

@@ -1,0 +1,180 @@
+"""Goal validation and normalisation: exactly the API's rules, at call time."""
+
+from __future__ import annotations
+
+import enum
+import string
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from datafast_async import DataFast, Goal, ValidationError
+
+VID = "a3ab2331-989f-4cfa-91c6-2461c9e3c6bd"
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("signup", "signup"),
+        ("Sign Up", "sign_up"),
+        ("NEWSLETTER signup", "newsletter_signup"),
+        ("checkout:step-2", "checkout:step-2"),
+        ("a", "a"),
+        ("x" * 64, "x" * 64),
+        ("  lead  ", "__lead__"),
+    ],
+)
+def test_names_are_normalised_like_the_api(raw: str, normalized: str) -> None:
+    assert Goal(VID, raw).name == normalized
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("", "must not be empty"),
+        ("x" * 65, "at most 64 characters"),
+        ("sign.up", "'.'"),
+        ("sign\tup", "'\\t'"),
+        ("café", "'é'"),
+        ("identify", "reserved"),
+        ("IDENTIFY", "reserved"),
+        (42, "must be a str"),
+        (None, "must be a str"),
+    ],
+)
+def test_bad_names_are_refused_with_the_rule(name: object, rule: str) -> None:
+    with pytest.raises(ValidationError, match="name") as info:
+        Goal(VID, name)  # type: ignore[arg-type]
+    assert info.value.field == "name"
+    assert rule in str(info.value)
+
+
+def test_only_spaces_are_turned_into_underscores() -> None:
+    with pytest.raises(ValidationError):
+        Goal(VID, "sign\u00a0up")  # a non-breaking space is not a space
+
+
+def test_a_trailing_newline_is_not_accepted() -> None:
+    with pytest.raises(ValidationError):
+        Goal(VID, "signup\n")
+
+
+@pytest.mark.parametrize("visitor_id", ["", None, 7, b"abc"])
+def test_visitor_id_must_be_a_non_empty_str(visitor_id: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        Goal(visitor_id, "signup")  # type: ignore[arg-type]
+    assert info.value.field == "visitor_id"
+
+
+def test_description_must_be_a_str_or_none() -> None:
+    assert Goal(VID, "x", "from the form").description == "from the form"
+    with pytest.raises(ValidationError) as info:
+        Goal(VID, "x", 3)  # type: ignore[arg-type]
+    assert info.value.field == "description"
+
+
+def test_metadata_values_become_json_text_and_none_is_left_out() -> None:
+    class Plan(str, enum.Enum):
+        PRO = "pro"
+
+    goal = Goal(
+        VID,
+        "x",
+        metadata={"a": True, "b": False, "c": 42, "d": 1.5, "e": None, "f": "s", "g": Plan.PRO},
+    )
+    assert goal.metadata == {"a": "true", "b": "false", "c": "42", "d": "1.5", "f": "s", "g": "pro"}
+
+
+def test_metadata_is_copied() -> None:
+    source = {"plan": "pro"}
+    goal = Goal(VID, "x", metadata=source)
+    source["plan"] = "free"
+    assert goal.metadata == {"plan": "pro"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field", "rule"),
+    [
+        ({f"k{i}": "v" for i in range(11)}, "metadata", "at most 10 keys"),
+        ({"Plan": "pro"}, "metadata.Plan", "must be 1 to 64 characters"),
+        ({"a b": "pro"}, "metadata.a b", "must be 1 to 64"),
+        ({"a:b": "pro"}, "metadata.a:b", "must be 1 to 64"),
+        ({"": "pro"}, "metadata.", "must be 1 to 64"),
+        ({"k" * 65: "v"}, "metadata." + "k" * 65, "must be 1 to 64"),
+        ({"plan": "x" * 256}, "metadata.plan", "at most 255 characters"),
+        ({"plan": ["pro"]}, "metadata.plan", "must be str, bool, int, float or None"),
+        ({"plan": float("nan")}, "metadata.plan", "finite"),
+        ({1: "pro"}, "metadata", "keys must be str"),
+        (["plan"], "metadata", "must be a mapping"),
+    ],
+)
+def test_bad_metadata_is_refused_naming_the_field(metadata: object, field: str, rule: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Goal(VID, "x", metadata=metadata)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert rule in str(info.value)
+
+
+def test_ten_keys_and_255_characters_are_allowed() -> None:
+    metadata = {f"k{i}": "v" * 255 for i in range(10)}
+    assert Goal(VID, "x", metadata=metadata).metadata == metadata
+
+
+def test_none_values_do_not_count_towards_the_ten_keys() -> None:
+    metadata: dict[str, object] = {f"k{i}": "v" for i in range(10)}
+    metadata["extra"] = None
+    assert len(Goal(VID, "x", metadata=metadata).metadata or {}) == 10
+
+
+def test_goal_is_frozen_comparable_and_hashable() -> None:
+    goal = Goal(VID, "Sign Up", metadata={"plan": "pro"})
+    assert goal == Goal(VID, "sign_up", metadata={"plan": "pro"})
+    assert hash(goal) == hash(Goal(VID, "sign_up", metadata={"plan": "pro"}))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        goal.name = "other"  # type: ignore[misc]
+    assert attrs.has(Goal)
+
+
+def test_validation_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        Goal(VID, "identify")
+
+
+async def test_track_validates_before_anything_is_queued() -> None:
+    df = DataFast(enabled=False)
+    with pytest.raises(ValidationError) as info:
+        df.track_nowait(VID, "bad name!")
+    assert info.value.field == "name"
+    assert df.stats().enqueued == 0
+
+
+_ALLOWED = string.ascii_lowercase + string.digits + "_-:"
+
+
+@given(st.text(alphabet=_ALLOWED + string.ascii_uppercase + " ", min_size=1, max_size=64))
+def test_any_name_of_allowed_characters_is_accepted_and_stable(name: str) -> None:
+    normalized = name.lower().replace(" ", "_")
+    if normalized == "identify":
+        return
+    goal = Goal(VID, name)
+    assert goal.name == normalized
+    assert Goal(VID, goal.name).name == goal.name
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_a_name_is_accepted_exactly_when_the_api_would_accept_it(name: str) -> None:
+    normalized = name.lower().replace(" ", "_")
+    api_accepts = (
+        1 <= len(normalized) <= 64
+        and all(c in _ALLOWED for c in normalized)
+        and normalized != "identify"
+    )
+    try:
+        Goal(VID, name)
+    except ValidationError:
+        assert not api_accepts
+    else:
+        assert api_accepts

@@ -1,0 +1,163 @@
+"""How statuses and bodies become results and typed errors; how Retry-After is read."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+
+import pytest
+
+from datafast_async import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    Goal,
+    GoalResult,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    VisitorNotFoundError,
+)
+from datafast_async._transport import Response
+from datafast_async._wire import decode_response, encode_goal, parse_retry_after
+
+from .conftest import EVENT_ID, error, ok
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "retriable"),
+    [
+        (400, BadRequestError, False),
+        (401, AuthenticationError, False),
+        (403, PermissionDeniedError, False),
+        (404, VisitorNotFoundError, False),
+        (405, APIError, False),
+        (408, APIError, True),
+        (409, APIError, False),
+        (422, APIError, False),
+        (429, RateLimitError, True),
+        (500, ServerError, True),
+        (501, ServerError, False),
+        (502, ServerError, True),
+        (503, ServerError, True),
+        (504, ServerError, True),
+        (505, ServerError, False),
+        (599, ServerError, True),
+    ],
+)
+def test_each_status_becomes_its_error_and_retry_decision(
+    status: int, cls: type[APIError], retriable: bool
+) -> None:
+    outcome = decode_response(error(status, "the API's words"))
+    assert type(outcome) is cls
+    assert isinstance(outcome, APIError)
+    assert outcome.status == status
+    assert outcome.message == "the API's words"
+    assert outcome.retriable is retriable
+    assert "the API's words" in str(outcome)
+
+
+def test_transport_errors_are_retriable() -> None:
+    assert TransportError("reset").retriable
+
+
+def test_success_gives_the_event_id_and_message() -> None:
+    assert decode_response(ok()) == GoalResult(EVENT_ID, "Custom event created successfully")
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>ok</html>", b"{}", b'{"data": []}', b"[1]"])
+def test_a_success_with_an_unreadable_body_is_still_delivered(body: bytes) -> None:
+    assert decode_response(Response(200, body)) == GoalResult(None, None)
+
+
+def test_a_gateway_html_page_becomes_a_short_message() -> None:
+    page = (
+        b"<html><head><style>h1{color:red}</style><script>var x = 1;</script></head>"
+        b"<body><h1>502 Bad Gateway</h1><hr><center>nginx</center></body></html>"
+    )
+    outcome = decode_response(Response(502, page, "Bad Gateway"))
+    assert isinstance(outcome, ServerError)
+    assert outcome.message == "502 Bad Gateway nginx"
+    assert "color" not in outcome.message
+    assert "var x" not in outcome.message
+    assert outcome.body.startswith("<html>")
+
+
+def test_an_empty_error_body_uses_the_reason_phrase() -> None:
+    outcome = decode_response(Response(503, b"", ""))
+    assert isinstance(outcome, ServerError)
+    assert outcome.message == "Service Unavailable"
+
+
+def test_a_long_error_body_is_truncated() -> None:
+    outcome = decode_response(Response(500, b"x" * 100_000, "Internal Server Error"))
+    assert isinstance(outcome, APIError)
+    assert len(outcome.message) < 400
+    assert len(outcome.body) == 4096
+
+
+def test_a_json_error_without_the_envelope_still_gives_its_message() -> None:
+    outcome = decode_response(Response(400, json.dumps({"error": "bad goal"}).encode()))
+    assert isinstance(outcome, BadRequestError)
+    assert outcome.message == "bad goal"
+
+
+def test_a_429_carries_its_retry_after() -> None:
+    outcome = decode_response(error(429, "slow down", retry_after="7"))
+    assert isinstance(outcome, RateLimitError)
+    assert outcome.retry_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("0", 0.0),
+        ("12", 12.0),
+        (" 3 ", 3.0),
+        ("1.5", 1.5),
+        ("-4", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+    ],
+)
+def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_as_an_http_date_is_turned_into_a_delay_once() -> None:
+    now = 1_800_000_000.0
+    header = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(header, now=now) == pytest.approx(30.0)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+
+
+def test_the_body_leaves_out_absent_fields() -> None:
+    assert json.loads(encode_goal(Goal("v", "Sign Up"))) == {
+        "datafast_visitor_id": "v",
+        "name": "sign_up",
+    }
+    full = Goal("v", "x", "desc ✓", {"plan": "pro"})
+    assert json.loads(encode_goal(full)) == {
+        "datafast_visitor_id": "v",
+        "name": "x",
+        "description": "desc ✓",
+        "metadata": {"plan": "pro"},
+    }
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    original = RateLimitError(429, "slow", "body", retry_after=3.0)
+    copy = pickle.loads(pickle.dumps(original))
+    assert (type(copy), copy.status, copy.message, copy.retry_after) == (
+        RateLimitError,
+        429,
+        "slow",
+        3.0,
+    )
