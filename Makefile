@@ -1,0 +1,38 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each makes its own virtual
+# environment (.venv by default) and installs what it needs into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test demo lint bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "datafast-async needs Python 3.10 or newer (PYTHON=$(PYTHON))"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.'
+	touch $@
+
+## Run the test suite (unit and 127.0.0.1 integration tests).
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest
+
+## The main job: the demo against the built-in fake DataFast server.
+demo: $(VENV)/.demo-installed
+	$(BIN)/python examples/quickstart.py
+
+## ruff (with its ASYNC rules) and mypy --strict on the package.
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check datafast_async tests examples
+	$(BIN)/ruff format --check datafast_async tests examples
+	$(BIN)/mypy
+
+clean:
+	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,597 @@
+"""``FakeDataFast``: a real HTTP server on 127.0.0.1 that speaks DataFast's goals API.
+
+It enforces the contract in ``datafast-api.md`` (auth, ``websiteId``, validation, unknown
+visitors), records what it received, and answers scripted or random faults so that a client's
+retry, timeout and non-JSON handling can be tested over a real socket. ``ThreadedFakeDataFast``
+(in ``_threaded``) runs the same server on a daemon thread, for synchronous tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import json
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Collection, Mapping
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from .._config import GOALS_PATH, mask_key
+from .._errors import ValidationError
+from .._models import Goal
+
+__all__ = ["FakeDataFast", "FakeRequest"]
+
+_PAUSE_LIMIT = 30.0  # seconds a request waits at a paused server before it is answered anyway
+_SHUTDOWN_TIMEOUT = 2.0  # seconds close() grants handlers before cancelling them
+_MAX_BODY = 1024 * 1024  # bytes of a request body read at most (413 beyond)
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+_SUCCESS_MESSAGE = "Custom event created successfully"
+
+# ObjectId-like event ids: 4 bytes of time, 5 random bytes per process, a 3-byte counter.
+_PROCESS_ID = os.urandom(5).hex()
+_COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def _new_event_id() -> str:
+    return f"{int(time.time()) & 0xFFFFFFFF:08x}{_PROCESS_ID}{next(_COUNTER) & 0xFFFFFF:06x}"
+
+
+def _masked_headers(headers: Mapping[str, str]) -> str:
+    shown = {}
+    for key, value in headers.items():
+        if key.lower() == "authorization":
+            scheme, _, token = value.partition(" ")
+            value = f"{scheme} {mask_key(token)}" if token else mask_key(value)
+        shown[key] = value
+    return repr(shown)
+
+
+@attrs.frozen(weakref_slot=False)
+class FakeRequest:
+    """One request ``FakeDataFast`` received, and how it answered.
+
+    Attributes:
+        method: The HTTP method.
+        path: The URL path, without the query string.
+        query: The query parameters.
+        headers: The request headers, named as the client sent them (``repr`` masks the key).
+        json: The parsed JSON body, or ``None`` when the body was empty or not JSON.
+        status: The status answered, or ``None`` when the connection was dropped instead.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str] = attrs.field(hash=False)
+    headers: dict[str, str] = attrs.field(hash=False, repr=_masked_headers)
+    json: Any = attrs.field(hash=False)
+    status: int | None
+
+
+@attrs.frozen(weakref_slot=False)
+class _Fault:
+    """One scripted answer: an error status, a dropped connection, or a delay (or a mix)."""
+
+    status: int | None = None
+    retry_after: str | None = None
+    disconnect: bool = False
+    delay: float = 0.0
+
+
+_RANDOM_FAULTS = (
+    _Fault(500),
+    _Fault(502),
+    _Fault(503, retry_after="0"),
+    _Fault(429, retry_after="0"),
+    _Fault(disconnect=True),
+)
+
+
+def _retry_after_text(value: float | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"retry_after must be seconds >= 0 or a str, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"retry_after must be finite, got {value!r}")
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _envelope(status: int, message: str, retry_after: str | None = None) -> web.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+    return web.json_response(
+        {"status": "error", "error": {"code": status, "message": message}},
+        status=status,
+        headers=headers,
+    )
+
+
+def _fault_response(status: int, retry_after: str | None) -> web.Response:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = f"HTTP {status}"
+    if status not in _GATEWAY_STATUSES:
+        return _envelope(status, reason, retry_after)
+    # What a proxy or load balancer answers: HTML, not DataFast's envelope.
+    return web.Response(
+        status=status,
+        text=f"<html><body><h1>{status} {reason}</h1></body></html>",
+        content_type="text/html",
+        headers={"Retry-After": retry_after} if retry_after is not None else None,
+    )
+
+
+class FakeDataFast:
+    """A real aiohttp server that enforces DataFast's goals API contract.
+
+    Only ``POST /api/v1/goals`` exists: other paths answer 404 and other methods 405. Then, in
+    this order: the ``Authorization: Bearer`` token must equal ``api_key`` (else 401). With a
+    ``dft_`` account token the ``websiteId`` query parameter is required (400 when it is
+    missing or empty, as a missing required field is) and must equal ``website_id`` when that
+    is set (403, the token has no access to that website, otherwise). The body must be a JSON
+    object sent as ``Content-Type: application/json`` (else 400). ``datafast_visitor_id`` (or
+    its alias ``visitorId``) must be a non-empty string, ``name`` is required, ``description``
+    and ``metadata`` are optional but never ``null``; metadata values may be strings, numbers
+    or booleans (stored as their JSON text); the rest is checked and normalised by ``Goal``,
+    whose message the 400 carries. A visitor outside ``known_visitors`` (when set) gets 404.
+    Every error answer uses DataFast's envelope
+    ``{"status": "error", "error": {"code": N, "message": "..."}}``.
+
+    All state is guarded by a lock, so ``goals``, ``requests``, ``fail_next`` and ``reset`` may
+    be used from any thread; the other methods belong to the server's event loop.
+
+    Args:
+        api_key: The token clients must send; a ``dft_`` prefix makes ``websiteId`` required.
+        host: The address to listen on.
+        port: The port; ``0`` picks a free one (read ``base_url`` after start).
+        latency: Seconds added before every answer.
+        known_visitors: Visitor ids that have a pageview; ``None`` accepts every visitor.
+        website_id: The website a ``dft_`` token may write to; ``None`` accepts any.
+        fail_rate: Probability (0 to 1) of answering a request with a random fault: 500, a
+            502 HTML page, 503 or 429 with ``Retry-After: 0``, or a dropped connection.
+        seed: Seed of the random generator behind ``fail_rate``.
+
+    Raises:
+        ValueError: A setting is out of range.
+
+    Example:
+        >>> async with FakeDataFast() as fake:  # doctest: +SKIP
+        ...     async with DataFast(fake.api_key, base_url=fake.base_url) as df:
+        ...         await df.send("visitor-1", "signup")
+        ...     assert fake.goals[0].name == "signup"
+    """
+
+    #: How many requests ``requests`` keeps (the most recent ones).
+    MAX_REQUESTS = 10_000
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "df_test",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        known_visitors: Collection[str] | None = None,
+        website_id: str | None = None,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty str")
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError(f"fail_rate must be between 0 and 1, got {fail_rate!r}")
+        self._api_key = api_key
+        self._host = host
+        self._port = port
+        self._latency = _seconds("latency", latency)
+        self.known_visitors = known_visitors
+        self._website_id = website_id
+        self._fail_rate = float(fail_rate)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._goals: list[Goal] = []
+        self._requests: deque[FakeRequest] = deque(maxlen=self.MAX_REQUESTS)
+        self._script: deque[list[Any]] = deque()  # [fault, answers left]
+        self._seen: weakref.WeakSet[object] = weakref.WeakSet()
+        self._connections = 0
+        self._in_flight = 0
+        self._max_concurrent = 0
+        self._held = 0
+        self._paused = False
+        self._runner: web.AppRunner | None = None
+        self._gate: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
+        self._held_changed: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._runner is not None else "not started"
+        return (
+            f"FakeDataFast({where}, api_key={mask_key(self._api_key)!r}, "
+            f"goals={len(self._goals)}, requests={len(self._requests)})"
+        )
+
+    # -- what tests read ----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the running server.
+
+        Raises:
+            RuntimeError: The server is not started.
+        """
+        if self._runner is None:
+            raise RuntimeError("FakeDataFast is not started")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def api_key(self) -> str:
+        """The token the server accepts."""
+        return self._api_key
+
+    @property
+    def website_id(self) -> str | None:
+        """The website a ``dft_`` token may write to (``None``: any)."""
+        return self._website_id
+
+    @property
+    def known_visitors(self) -> frozenset[str] | None:
+        """Visitor ids with a pageview; ``None`` accepts all. Settable at any time."""
+        return self._known_visitors
+
+    @known_visitors.setter
+    def known_visitors(self, visitors: Collection[str] | None) -> None:
+        self._known_visitors = None if visitors is None else frozenset(visitors)
+
+    @property
+    def goals(self) -> list[Goal]:
+        """A copy of the accepted goals, in the order they were accepted."""
+        with self._lock:
+            return list(self._goals)
+
+    @property
+    def requests(self) -> list[FakeRequest]:
+        """A copy of the most recent ``MAX_REQUESTS`` requests answered, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (held by ``pause()`` included)."""
+        return self._in_flight
+
+    @property
+    def max_concurrent(self) -> int:
+        """The most requests handled at once since start (or ``reset()``)."""
+        return self._max_concurrent
+
+    @property
+    def connections(self) -> int:
+        """Distinct TCP connections that sent a request since start (or ``reset()``)."""
+        return self._connections
+
+    # -- what tests script --------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int | None = None,
+        *,
+        times: int = 1,
+        retry_after: float | str | None = None,
+        disconnect: bool = False,
+        delay: float = 0.0,
+    ) -> None:
+        """Script the next ``times`` answers, after those already scripted.
+
+        Each request takes the oldest scripted answer left. ``delay`` seconds pass first;
+        then the connection is dropped (``disconnect``), or ``status`` is answered (DataFast's
+        envelope, or an HTML page for 502, 503 and 504 as a gateway sends), or, with neither,
+        the request is handled normally (a slow success). Only that last kind records a goal.
+
+        Args:
+            status: An error status (400 to 599) to answer.
+            times: How many answers this scripts.
+            retry_after: A ``Retry-After`` header for the status: seconds, or a str sent as
+                is (an HTTP date, say).
+            disconnect: Close the connection without answering.
+            delay: Seconds to wait before answering; longer than a client's timeout, a hang.
+
+        Raises:
+            ValueError: An argument is out of range, or ``status`` with ``disconnect``.
+        """
+        if status is not None and (
+            isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599
+        ):
+            raise ValueError(f"status must be an error status (400 to 599), got {status!r}")
+        if status is not None and disconnect:
+            raise ValueError("give status or disconnect=True, not both")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError(f"times must be an int >= 1, got {times!r}")
+        fault = _Fault(status, _retry_after_text(retry_after), disconnect, _seconds("delay", delay))
+        with self._lock:
+            self._script.append([fault, times])
+
+    def reset(self) -> None:
+        """Forget the goals, requests, scripted answers and connection counters."""
+        with self._lock:
+            self._goals.clear()
+            self._requests.clear()
+            self._script.clear()
+            self._seen = weakref.WeakSet()
+            self._connections = 0
+            self._max_concurrent = self._in_flight
+
+    def pause(self) -> None:
+        """Hold every new request at the server until ``resume()`` (at most 30 s each)."""
+        self._paused = True
+        if self._gate is not None:
+            self._gate.clear()
+
+    def resume(self) -> None:
+        """Let held requests, and new ones, through."""
+        self._paused = False
+        if self._gate is not None:
+            self._gate.set()
+
+    async def wait_held(self, count: int = 1, *, timeout: float = 5.0) -> None:
+        """Wait until at least ``count`` requests are held by ``pause()``.
+
+        Raises:
+            TimeoutError: Fewer were held after ``timeout`` seconds.
+            RuntimeError: The server is not started.
+        """
+        changed = self._held_changed
+        if changed is None:
+            raise RuntimeError("FakeDataFast is not started")
+
+        async def held() -> None:
+            while self._held < count:
+                changed.clear()
+                await changed.wait()
+
+        try:
+            await asyncio.wait_for(held(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"{self._held} request(s) held after {timeout:g} s, expected {count}"
+            ) from None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeDataFast:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start listening in the running event loop.
+
+        Raises:
+            RuntimeError: The server already runs.
+            OSError: The address cannot be bound.
+        """
+        if self._runner is not None:
+            raise RuntimeError("FakeDataFast is already running")
+        self._gate = asyncio.Event()
+        if not self._paused:
+            self._gate.set()
+        self._closing = asyncio.Event()
+        self._held_changed = asyncio.Event()
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Stop the server; held and delayed requests are dropped. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        assert self._closing is not None
+        assert self._gate is not None
+        self._closing.set()
+        self._gate.set()
+        await runner.cleanup()
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._count_connection(request)
+        self._in_flight += 1
+        self._max_concurrent = max(self._max_concurrent, self._in_flight)
+        response: web.Response | None = None
+        parsed: Any = None
+        try:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                response = _envelope(413, f"request body larger than {_MAX_BODY} bytes")
+                return response
+            try:
+                parsed = json.loads(raw, parse_constant=_reject_constant) if raw else None
+            except ValueError:
+                parsed = None
+            if await self._hold() and await self._sleep(self._latency):
+                response = await self._answer(request, parsed)
+            if response is None and request.transport is not None:
+                request.transport.close()
+            # aiohttp ignores an answer to a closed connection.
+            return response if response is not None else web.Response()
+        finally:
+            self._in_flight -= 1
+            record = FakeRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                json=parsed,
+                status=response.status if response is not None else None,
+            )
+            with self._lock:
+                self._requests.append(record)
+
+    def _count_connection(self, request: web.Request) -> None:
+        transport = request.transport
+        if transport is None:
+            return
+        with self._lock:
+            if transport not in self._seen:
+                self._seen.add(transport)
+                self._connections += 1
+
+    async def _hold(self) -> bool:
+        """Wait while paused; ``False`` when the server is closing."""
+        assert self._gate is not None
+        assert self._held_changed is not None
+        if not self._gate.is_set():
+            self._held += 1
+            self._held_changed.set()
+            try:
+                await asyncio.wait_for(self._gate.wait(), _PAUSE_LIMIT)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._held -= 1
+                self._held_changed.set()
+        return not self._closing_now()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep; ``False`` (at once) when the server is closing."""
+        assert self._closing is not None
+        if seconds > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
+        return not self._closing_now()
+
+    def _closing_now(self) -> bool:
+        return self._closing is not None and self._closing.is_set()
+
+    def _next_fault(self) -> _Fault | None:
+        with self._lock:
+            if self._script:
+                entry = self._script[0]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._script.popleft()
+                fault: _Fault = entry[0]
+                return fault
+            if self._fail_rate and self._random.random() < self._fail_rate:
+                return self._random.choice(_RANDOM_FAULTS)
+        return None
+
+    async def _answer(self, request: web.Request, parsed: Any) -> web.Response | None:
+        """The answer to one request; ``None`` to drop the connection."""
+        fault = self._next_fault()
+        if fault is not None:
+            if not await self._sleep(fault.delay) or fault.disconnect:
+                return None
+            if fault.status is not None:
+                return _fault_response(fault.status, fault.retry_after)
+        if request.path != GOALS_PATH:
+            return _envelope(404, f"Not found: {request.path}")
+        if request.method != "POST":
+            response = _envelope(405, f"Method {request.method} not allowed; use POST")
+            response.headers["Allow"] = "POST"
+            return response
+        refusal = self._check_auth(request)
+        if refusal is not None:
+            return refusal
+        if request.content_type != "application/json":
+            return _envelope(400, "Content-Type must be application/json")
+        if not isinstance(parsed, dict):
+            return _envelope(400, "Invalid JSON body: expected a JSON object")
+        try:
+            goal = _goal_from_body(parsed)
+        except ValidationError as exc:
+            return _envelope(400, str(exc))
+        visitors = self._known_visitors
+        if visitors is not None and goal.visitor_id not in visitors:
+            return _envelope(404, "Visitor has no pageviews on this website")
+        with self._lock:
+            self._goals.append(goal)
+        data = [{"message": _SUCCESS_MESSAGE, "eventId": _new_event_id()}]
+        return web.json_response({"status": "success", "data": data})
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _envelope(401, "Missing API key: send 'Authorization: Bearer <key>'")
+        if not hmac.compare_digest(token.strip().encode(), self._api_key.encode()):
+            return _envelope(401, "Invalid API key")
+        if not self._api_key.startswith("dft_"):
+            return None
+        website = request.query.get("websiteId", "")
+        if not website:
+            return _envelope(400, "websiteId query parameter is required with a dft_ token")
+        if self._website_id is not None and website != self._website_id:
+            return _envelope(403, f"This token has no access to website {website!r}")
+        return None
+
+
+def _goal_from_body(body: dict[str, Any]) -> Goal:
+    """The goal a request body describes; ``ValidationError`` with a wire-level message."""
+    visitor = body.get("datafast_visitor_id", body.get("visitorId"))
+    if not isinstance(visitor, str) or not visitor:
+        raise ValidationError(
+            "visitor_id", "datafast_visitor_id is required and must be a non-empty string"
+        )
+    if "name" not in body:
+        raise ValidationError("name", "name is required")
+    description = body.get("description")
+    if "description" in body and not isinstance(description, str):
+        raise ValidationError(
+            "description", "description must be a string (leave it out when there is none)"
+        )
+    metadata = body.get("metadata")
+    if "metadata" in body:
+        if not isinstance(metadata, dict):
+            raise ValidationError(
+                "metadata", "metadata must be an object (leave it out when there is none)"
+            )
+        for key, value in metadata.items():
+            if not isinstance(value, (str, int, float)):  # bool is an int
+                raise ValidationError(
+                    f"metadata.{key}",
+                    f"metadata value for {key!r} must be a string, number or boolean",
+                )
+    return Goal(visitor, body["name"], description, metadata)
