@@ -746,3 +746,19 @@ async def test_delivery_wait_times_out_without_settling() -> None:
         assert not delivery.done()
         gate.open.set()
         assert (await delivery.wait(5)).event_id == EVENT_ID
+
+
+async def test_aclose_finishes_inside_a_cancelled_anyio_scope() -> None:
+    """anyio's cancellation is level-triggered: every await in a cancelled scope is cancelled."""
+    import anyio
+
+    gate = Gate()
+    recorder = Recorder(gate)
+    df = DataFast("df_unit_test_key", shutdown_timeout=0.2, _transport_factory=recorder.factory)
+    with anyio.move_on_after(0.05) as scope:
+        async with df:
+            df.track_nowait("v", "a")
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert df.stats() == Stats(enqueued=1, failed=1)
+    assert recorder.transports[0].closed
