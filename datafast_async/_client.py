@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -15,7 +14,7 @@ import aiohttp
 import anyio
 
 from ._config import check_count, check_positive, mask_key, resolve_settings
-from ._delivery import Delivery
+from ._delivery import Delivery, pending
 from ._errors import ClientClosedError, ConfigurationError, DataFastError, QueueFullError
 from ._limiter import Limiter
 from ._models import Goal, GoalResult, Stats
@@ -24,6 +23,7 @@ from ._reporting import FailureCallback, Reporter, SuccessCallback, logger
 from ._retry import RetryPolicy
 from ._sender import Sender
 from ._transport import AiohttpTransport, Transport
+from ._validation import validate_goal
 
 __all__ = ["DataFast"]
 
@@ -33,7 +33,10 @@ _DISABLED = GoalResult(event_id=None, message="disabled")
 _DROP_LOG_INTERVAL = 10.0  # seconds between two "queue full" warnings
 _CALLBACK_GRACE = 1.0  # seconds async callbacks get after the shutdown deadline
 _CLOSE_TRANSPORT_TIMEOUT = 5.0
-_get_ident = threading.get_ident
+_ORPHAN_CLOSE_TIMEOUT = 1.0  # seconds to close the session while the loop is ending
+# The running loop of this thread (None outside one): the hot path's one check, in C.
+_get_running_loop = asyncio._get_running_loop
+_NO_LOOP = object()  # a run's intake while it accepts nothing
 
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
 
@@ -48,8 +51,10 @@ class _Run:
     def __init__(self, max_queue_size: int) -> None:
         self.queue = GoalQueue(max_queue_size)
         self.state = _NEW
-        # The loop thread's id while the run accepts goals: the hot path's one check.
-        self.thread_id: int | None = None
+        # The run's loop while it accepts goals (else _NO_LOOP): the hot path compares it
+        # with the running loop, so another thread, or a new loop in this thread, takes the
+        # slow path.
+        self.intake: object = _NO_LOOP
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sender: Sender | None = None
         self.transport: Transport | None = None
@@ -93,7 +98,8 @@ class DataFast:
         on_success: Called with ``(goal, result)`` once per delivered goal; sync or async.
         on_failure: Called with ``(goal, error)`` once per accepted goal that finally failed;
             sync or async.
-        enabled: ``False`` (or ``DATAFAST_ENABLED=0``): validate goals and send nothing.
+        enabled: ``False``: validate goals and send nothing. ``None`` (the default) reads
+            ``DATAFAST_ENABLED`` (``0``/``false``/``no``/``off`` disable), else ``True``.
         session: An ``aiohttp.ClientSession`` to use; you then close it yourself.
 
     Raises:
@@ -114,7 +120,7 @@ class DataFast:
         shutdown_timeout: float = 10.0,
         on_success: SuccessCallback | None = None,
         on_failure: FailureCallback | None = None,
-        enabled: bool = True,
+        enabled: bool | None = None,
         session: aiohttp.ClientSession | None = None,
         _transport_factory: Callable[[], Transport] | None = None,
     ) -> None:
@@ -174,7 +180,11 @@ class DataFast:
         A closed client starts again with a fresh queue, counters and HTTP session, in this
         loop or another one.
         """
+        if not self._enabled:
+            return
         run = self._run
+        if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
+            _orphan(run)
         if run.state == _CLOSING and run.close_task is not None:
             await _await_uncancellable(run.close_task)
         self._current_run(start=True)
@@ -222,10 +232,10 @@ class DataFast:
             reporter=reporter,
             loop=loop,
             workers=self._concurrency,
-            on_orphaned=lambda: _orphan(run),
+            on_orphaned=lambda: _orphan_in_loop(run),
         )
         run.state = _RUNNING
-        run.thread_id = _get_ident()
+        run.intake = loop
         run.sender.start()
 
     # -- intake ---------------------------------------------------------------------------
@@ -251,42 +261,40 @@ class DataFast:
             QueueFullError: The queue is full and ``on_full`` is ``"raise"`` or ``"block"``.
             ClientClosedError: The client was closed.
         """
-        goal = Goal(visitor_id, name, description, metadata)
+        # Validated here, in the caller's thread; the Goal object itself is built later, and
+        # only if somebody asks for it (a callback, delivery.goal).
+        delivery = pending(*validate_goal(visitor_id, name, description, metadata))
         if not self._enabled:
-            return _settled(goal, _DISABLED)
+            delivery._settle(_DISABLED)
+            return delivery
         run = self._run
-        if run.thread_id == _get_ident():
-            delivery = Delivery(goal)
+        if run.intake is _get_running_loop():
             if run.queue.offer(delivery):
                 run.sender.notify()  # type: ignore[union-attr]
                 return delivery
             return self._refuse(delivery)
-        return self._track_elsewhere(goal)
+        return self._track_elsewhere(delivery)
 
-    def _track_elsewhere(self, goal: Goal) -> Delivery:
+    def _track_elsewhere(self, delivery: Delivery) -> Delivery:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            in_loop = False
-        else:
-            in_loop = True
+        running = _get_running_loop()
         run = self._run
-        if in_loop and (run.state == _NEW or run.orphaned or run.loop_is_gone()):
+        if running is not None and (run.state == _NEW or run.orphaned or run.loop_is_gone()):
             run = self._current_run(start=False)
         if run.state not in (_NEW, _RUNNING) or (run.loop is not None and run.loop.is_closed()):
             raise ClientClosedError("the DataFast client is closed; call start() to use it again")
-        delivery = Delivery(goal)
+        # offer() raises ClientClosedError once aclose() has stopped intake, under the queue's
+        # own lock: a goal can never slip into a run that is being closed.
         if not run.queue.offer(delivery):
             return self._refuse(delivery)
-        sender = run.sender
-        if sender is not None and run.loop is not None:
-            if run.thread_id == _get_ident():
+        sender, loop = run.sender, run.loop
+        if sender is not None and loop is not None:
+            if loop is running:
                 sender.notify()
             else:
                 # RuntimeError: the loop closed meanwhile; the goal stays counted as queued.
                 with contextlib.suppress(RuntimeError):
-                    run.loop.call_soon_threadsafe(sender.notify)
+                    loop.call_soon_threadsafe(sender.notify)
         # Not started yet (no loop): the goal waits in the queue for start().
         return delivery
 
@@ -314,11 +322,11 @@ class DataFast:
         """
         if self._on_full != "block":
             return self.track_nowait(visitor_id, name, description=description, metadata=metadata)
-        goal = Goal(visitor_id, name, description, metadata)
+        delivery = pending(*validate_goal(visitor_id, name, description, metadata))
         if not self._enabled:
-            return _settled(goal, _DISABLED)
+            delivery._settle(_DISABLED)
+            return delivery
         run = self._current_run(start=False)
-        delivery = Delivery(goal)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         while not run.queue.offer(delivery):
@@ -455,10 +463,16 @@ class DataFast:
                 else check_positive("timeout", timeout, allow_zero=True)
             )
             loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds
+            # Intake stops now, before any await: a worker cancelled in the same step (the
+            # loop's teardown cancelling everything at once) sees that aclose() has begun.
             run.state = _CLOSING
-            run.thread_id = None
+            run.intake = _NO_LOOP
+            run.queue.close_intake()
+            assert run.sender is not None
+            run.sender.begin_close(deadline)
             run.close_task = loop.create_task(
-                self._shutdown(run, loop.time() + seconds, seconds), name="datafast-aclose"
+                self._shutdown(run, deadline, seconds), name="datafast-aclose"
             )
         return await _await_uncancellable(run.close_task)
 
@@ -468,32 +482,38 @@ class DataFast:
         assert sender is not None
         assert reporter is not None
         assert transport is not None
-        run.queue.abandon_room_waiters()
-        sender.begin_close(deadline)
-        drained = run.queue.flush_waiter(loop)
-        if drained is not None:
-            try:
-                remaining = deadline - loop.time()
-                if remaining > 0:
-                    await asyncio.wait((drained,), timeout=remaining)
-            finally:
-                run.queue.discard_flush_waiter(drained)
-        await sender.stop()
-        lost = sender.abandon_all(
-            f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
-        )
-        if lost:
-            logger.warning("%d goals were still undelivered at the shutdown deadline", lost)
-        await reporter.aclose(max(deadline - loop.time(), _CALLBACK_GRACE))
-        reporter.failure_log.summarise_all()
-        self._log_drops_at_close(run)
         try:
-            await asyncio.wait_for(transport.aclose(), timeout=_CLOSE_TRANSPORT_TIMEOUT)
-        except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
-            logger.warning("closing the HTTP session failed: %r", exc)
-        run.state = _CLOSED
-        run.final_stats = run.queue.snapshot()
-        return run.final_stats
+            run.queue.abandon_room_waiters()
+            drained = run.queue.flush_waiter(loop)
+            if drained is not None:
+                try:
+                    remaining = deadline - loop.time()
+                    if remaining > 0:
+                        await asyncio.wait((drained,), timeout=remaining)
+                finally:
+                    run.queue.discard_flush_waiter(drained)
+            await sender.stop()
+            lost = sender.abandon_all(
+                f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
+            )
+            if lost:
+                logger.warning("%d goals were still undelivered at the shutdown deadline", lost)
+            await reporter.aclose(max(deadline - loop.time(), _CALLBACK_GRACE))
+            reporter.failure_log.summarise_all()
+            self._log_drops_at_close(run)
+            try:
+                await asyncio.wait_for(transport.aclose(), timeout=_CLOSE_TRANSPORT_TIMEOUT)
+            except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
+                logger.warning("closing the HTTP session failed: %r", exc)
+            run.state = _CLOSED
+            run.final_stats = run.queue.snapshot()
+            return run.final_stats
+        except asyncio.CancelledError:
+            # The loop is ending under aclose() (its teardown cancels every task): what is not
+            # delivered fails now, counted and warned about, as when a loop ends without it.
+            sender.halt()
+            _orphan(run)
+            raise
 
     def _log_drops_at_close(self, run: _Run) -> None:
         dropped = run.queue.snapshot().dropped
@@ -525,19 +545,14 @@ class DataFast:
             )
 
 
-def _settled(goal: Goal, outcome: GoalResult | DataFastError) -> Delivery:
-    delivery = Delivery(goal)
-    delivery._settle(outcome)
-    return delivery
-
-
 def _orphan(run: _Run) -> None:
     """The run's loop ended without aclose(): count, report and warn about what it held."""
     if run.state == _CLOSED:
         return
     run.state = _CLOSED
     run.orphaned = True
-    run.thread_id = None
+    run.intake = _NO_LOOP
+    run.queue.close_intake()
     pending = run.queue.pending
     if run.sender is not None and run.reporter is not None:
         run.reporter.async_allowed = False
@@ -546,11 +561,19 @@ def _orphan(run: _Run) -> None:
     if pending and not run.warned:
         run.warned = True
         warnings.warn(
-            f"the event loop of a DataFast client ended without aclose() with {pending} goals "
+            f"the event loop of a DataFast client ended before aclose() with {pending} goals "
             "pending; they were not delivered",
             ResourceWarning,
             stacklevel=2,
         )
+
+
+async def _orphan_in_loop(run: _Run) -> None:
+    """``_orphan`` from a worker cancelled as the loop ends: also close the HTTP session."""
+    _orphan(run)
+    if run.transport is not None:
+        with contextlib.suppress(asyncio.TimeoutError, OSError, aiohttp.ClientError):
+            await asyncio.wait_for(run.transport.aclose(), _ORPHAN_CLOSE_TIMEOUT)
 
 
 async def _await_uncancellable(task: asyncio.Task[Stats]) -> Stats:

@@ -64,14 +64,14 @@ def resolve_settings(
     api_key: str | None,
     website_id: str | None,
     base_url: str | None,
-    enabled: bool,
+    enabled: bool | None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Arguments win over ``DATAFAST_API_KEY``, ``DATAFAST_WEBSITE_ID``, ``DATAFAST_BASE_URL``
     and ``DATAFAST_ENABLED``; raise ``ConfigurationError`` for anything unusable."""
     env = os.environ if environ is None else environ
-    if enabled and env.get("DATAFAST_ENABLED", "").strip().lower() in _FALSE_WORDS:
-        enabled = False
+    if enabled is None:  # not given: DATAFAST_ENABLED decides, and it defaults to on
+        enabled = env.get("DATAFAST_ENABLED", "").strip().lower() not in _FALSE_WORDS
     key = api_key if api_key is not None else env.get("DATAFAST_API_KEY") or None
     site = website_id if website_id is not None else env.get("DATAFAST_WEBSITE_ID") or None
     url = base_url if base_url is not None else env.get("DATAFAST_BASE_URL") or DEFAULT_BASE_URL

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._errors import DataFastError
-from ._models import Goal, GoalResult
+from ._models import Goal, GoalResult, checked_goal
+from ._wire import encode_fields, read_result
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "pending"]
 
 
 class Delivery:
@@ -26,24 +27,58 @@ class Delivery:
     """
 
     # A plain slotted class: one is built per goal on the hot path, and it is the per-goal
-    # memory that a queue of 10,000 goals holds. ``_outcome`` is None, a GoalResult or a
-    # DataFastError; ``_waiters`` is created only when somebody awaits.
-    __slots__ = ("_outcome", "_waiters", "goal")
+    # memory that a queue of 10,000 goals holds. It keeps the goal's validated fields and
+    # builds the ``Goal`` only when somebody asks for it (a callback, ``.goal``): track_nowait
+    # then allocates one object, and a queued goal costs one object less. ``_outcome`` is None,
+    # a GoalResult, a DataFastError, or the API's 2xx body (bytes), read into a GoalResult
+    # only when somebody asks; ``_waiters`` is created only when somebody awaits.
+    __slots__ = (
+        "_description",
+        "_goal",
+        "_metadata",
+        "_name",
+        "_outcome",
+        "_visitor_id",
+        "_waiters",
+    )
 
     if TYPE_CHECKING:
-        goal: Goal
-        _outcome: GoalResult | DataFastError | None
+        _visitor_id: str
+        _name: str
+        _description: str | None
+        _metadata: dict[str, str] | None
+        _goal: Goal | None
+        _outcome: GoalResult | DataFastError | bytes | None
         _waiters: list[asyncio.Future[None]] | None
 
     def __init__(self, goal: Goal) -> None:
-        self.goal = goal
+        self._visitor_id = goal.visitor_id
+        self._name = goal.name
+        self._description = goal.description
+        self._metadata = goal.metadata  # type: ignore[assignment]  # a dict, made by Goal
+        self._goal = goal
         self._outcome = None
         self._waiters = None
 
+    @property
+    def goal(self) -> Goal:
+        """The validated goal (the same object every time)."""
+        goal = self._goal
+        if goal is None:
+            # Built once, in whichever thread asks first; the fields were validated already.
+            goal = self._goal = checked_goal(
+                self._visitor_id, self._name, self._description, self._metadata
+            )
+        return goal
+
     def __repr__(self) -> str:
         outcome = self._outcome
-        state = "pending" if outcome is None else repr(outcome)
-        return f"<Delivery {self.goal.name!r} {state}>"
+        state = "pending" if outcome is None else repr(self.result or outcome)
+        return f"<Delivery {self._name!r} {state}>"
+
+    def _body(self) -> bytes:
+        """The goal's request body."""
+        return encode_fields(self._visitor_id, self._name, self._description, self._metadata)
 
     def done(self) -> bool:
         """Whether the goal's fate is known."""
@@ -53,6 +88,9 @@ class Delivery:
     def result(self) -> GoalResult | None:
         """The API's answer once the goal was delivered, else ``None``."""
         outcome = self._outcome
+        if type(outcome) is bytes:
+            # Read once, in whichever thread asks first (both would read the same answer).
+            outcome = self._outcome = read_result(outcome)
         return outcome if isinstance(outcome, GoalResult) else None
 
     @property
@@ -83,19 +121,23 @@ class Delivery:
                 self._waiters = []
             self._waiters.append(future)
             try:
-                with anyio.fail_after(timeout):
-                    await future
+                # _settle (maybe in another thread) sets the outcome, then reads the waiters:
+                # if it read them before our append, the outcome is already visible here.
+                if self._outcome is None:
+                    with anyio.fail_after(timeout):
+                        await future
             finally:
                 waiters = self._waiters
                 if waiters is not None and future in waiters:
                     waiters.remove(future)
+        result = self.result
+        if result is not None:
+            return result
         outcome = self._outcome
-        if isinstance(outcome, GoalResult):
-            return outcome
-        assert outcome is not None
+        assert isinstance(outcome, DataFastError)
         raise outcome
 
-    def _settle(self, outcome: GoalResult | DataFastError) -> bool:
+    def _settle(self, outcome: GoalResult | DataFastError | bytes) -> bool:
         """Record the goal's fate; the first call wins. Called in the client's loop."""
         if self._outcome is not None:
             return False
@@ -106,6 +148,25 @@ class Delivery:
             for future in waiters:
                 _wake(future)
         return True
+
+
+_new_delivery = object.__new__
+
+
+def pending(
+    visitor_id: str, name: str, description: str | None, metadata: dict[str, str] | None
+) -> Delivery:
+    """A new, unsettled ``Delivery`` for fields that ``validate_goal`` returned (the hot path:
+    no ``Goal`` is built until somebody asks for it)."""
+    delivery: Delivery = _new_delivery(Delivery)
+    delivery._visitor_id = visitor_id
+    delivery._name = name
+    delivery._description = description
+    delivery._metadata = metadata
+    delivery._goal = None
+    delivery._outcome = None
+    delivery._waiters = None
+    return delivery
 
 
 def _wake(future: asyncio.Future[None]) -> None:

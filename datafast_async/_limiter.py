@@ -51,6 +51,20 @@ class Limiter:
         if until > self._paused_until:
             self._paused_until = until
 
+    def try_acquire(self) -> bool:
+        """Take a free slot now, unless a pause holds or others wait; else ``False``.
+
+        The sender's fast path: ``acquire`` is a coroutine, and most slots are free.
+        """
+        if (
+            self._in_use < self._limit
+            and not self._waiters
+            and (not self._paused_until or self._paused_until <= self._loop.time())
+        ):
+            self._in_use += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait for the pause to end and a slot to be free, then take the slot."""
         while True:

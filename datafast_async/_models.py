@@ -6,15 +6,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._validation import (
-    _names,
-    check_description,
-    check_visitor_id,
-    normalize_metadata,
-    normalize_name,
-)
+from ._validation import validate_goal
 
-__all__ = ["Goal", "GoalResult", "Stats"]
+__all__ = ["Goal", "GoalResult", "Stats", "checked_goal", "new_result"]
 
 
 @attrs.frozen(init=False, weakref_slot=False)
@@ -46,26 +40,39 @@ class Goal:
         description: str | None = None,
         metadata: Mapping[str, object] | None = None,
     ) -> None:
-        # Hand-written for the hot path (track_nowait): the common case of each check is
-        # inlined, and the frozen slots are filled through their descriptors, which is about
-        # twice as fast as object.__setattr__.
-        if type(visitor_id) is not str or not visitor_id:
-            visitor_id = check_visitor_id(visitor_id)
-        normalized = _names.get(name) if type(name) is str else None
-        if normalized is None:
-            normalized = normalize_name(name)
-        if description is not None and type(description) is not str:
-            description = check_description(description)
-        _set_visitor_id(self, visitor_id)
-        _set_name(self, normalized)
-        _set_description(self, description)
-        _set_metadata(self, None if metadata is None else normalize_metadata(metadata))
+        # Hand-written: validate_goal is the one set of rules, shared with track_nowait, and
+        # the frozen slots are filled through their descriptors, which is about twice as fast
+        # as object.__setattr__.
+        _fill(self, *validate_goal(visitor_id, name, description, metadata))
 
 
 _set_visitor_id = Goal.__dict__["visitor_id"].__set__
 _set_name = Goal.__dict__["name"].__set__
 _set_description = Goal.__dict__["description"].__set__
 _set_metadata = Goal.__dict__["metadata"].__set__
+_new_object = object.__new__
+
+
+def _fill(
+    goal: Goal,
+    visitor_id: str,
+    name: str,
+    description: str | None,
+    metadata: dict[str, str] | None,
+) -> None:
+    _set_visitor_id(goal, visitor_id)
+    _set_name(goal, name)
+    _set_description(goal, description)
+    _set_metadata(goal, metadata)
+
+
+def checked_goal(
+    visitor_id: str, name: str, description: str | None, metadata: dict[str, str] | None
+) -> Goal:
+    """A ``Goal`` from fields that ``validate_goal`` already returned (not checked again)."""
+    goal: Goal = _new_object(Goal)
+    _fill(goal, visitor_id, name, description, metadata)
+    return goal
 
 
 @attrs.frozen(weakref_slot=False)
@@ -80,6 +87,19 @@ class GoalResult:
 
     event_id: str | None
     message: str | None
+
+
+_set_event_id = GoalResult.__dict__["event_id"].__set__
+_set_message = GoalResult.__dict__["message"].__set__
+
+
+def new_result(event_id: str | None, message: str | None) -> GoalResult:
+    """``GoalResult(event_id, message)``, filled through the slots' descriptors: one is built
+    per delivered goal, and attrs' frozen ``__init__`` costs twice as much."""
+    result: GoalResult = _new_object(GoalResult)
+    _set_event_id(result, event_id)
+    _set_message(result, message)
+    return result
 
 
 @attrs.frozen(weakref_slot=False)

@@ -17,11 +17,15 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Iterable
+from typing import TypeVar
 
 from ._delivery import Delivery
+from ._errors import ClientClosedError
 from ._models import Stats
 
 __all__ = ["GoalQueue"]
+
+_T = TypeVar("_T")
 
 
 class GoalQueue:
@@ -44,17 +48,38 @@ class GoalQueue:
         self._retries = 0
         self._flush_waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
 
     # -- intake (any thread) --------------------------------------------------------------
 
     def offer(self, delivery: Delivery) -> bool:
-        """Append a goal if there is room; ``False`` (and nothing counted) if full."""
-        with self._lock:
+        """Append a goal if there is room; ``False`` (and nothing counted) if full.
+
+        Raises:
+            ClientClosedError: ``close_intake()`` was called.
+        """
+        # acquire/release rather than ``with``: this is track_nowait's path, and the context
+        # manager protocol costs more than the rest of this method.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise ClientClosedError(
+                    "the DataFast client is closed; call start() to use it again"
+                )
             if len(self._items) >= self.maxsize:
                 return False
             self._items.append(delivery)
             self._enqueued += 1
+        finally:
+            lock.release()
         return True
+
+    def close_intake(self) -> None:
+        """Refuse every later ``offer``: the run is closing (set under the lock, so a goal
+        handed over by another thread is either in before ``abandon_all`` or refused)."""
+        with self._lock:
+            self._closed = True
 
     def push_front(self, deliveries: Iterable[Delivery]) -> int:
         """Put goals ahead of everything queued (a replay at start-up), ignoring the bound."""
@@ -62,6 +87,8 @@ class GoalQueue:
         with self._lock:
             self._items.extendleft(reversed(items))
             self._enqueued += len(items)
+            # Flush targets count takes: these goals are taken before the ones waited for.
+            self._flush_waiters = [(t + len(items), f) for t, f in self._flush_waiters]
         return len(items)
 
     def record_drop(self) -> int:
@@ -74,15 +101,23 @@ class GoalQueue:
 
     def take(self) -> Delivery | None:
         """The oldest queued goal, now in flight; ``None`` when the queue is empty."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if not self._items:
                 return None
             delivery = self._items.popleft()
             self._active[delivery] = self._taken
             self._taken += 1
+        finally:
+            lock.release()
         if self._room_waiters:
             _wake_first(self._room_waiters)
         return delivery
+
+    def is_active(self, delivery: Delivery) -> bool:
+        """Whether a goal is taken and not finished."""
+        return delivery in self._active
 
     def record_retry(self) -> None:
         with self._lock:
@@ -90,14 +125,21 @@ class GoalQueue:
 
     def finish(self, delivery: Delivery, delivered: bool) -> bool:
         """Count a goal taken earlier as delivered or failed; ``False`` if it was not active."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._active.pop(delivery, None) is None:
                 return False
             if delivered:
                 self._delivered += 1
             else:
                 self._failed += 1
-        if self._flush_waiters:
+        finally:
+            lock.release()
+        waiters = self._flush_waiters
+        # Targets only grow, so the first waiter's is the smallest: none is due before every
+        # goal up to it has been taken.
+        if waiters and self._taken >= waiters[0][0]:
             self._check_flush()
         return True
 
@@ -155,8 +197,7 @@ class GoalQueue:
             if ready:
                 self._flush_waiters = [(t, f) for t, f in self._flush_waiters if f not in ready]
         for future in ready:
-            if not future.done():
-                future.set_result(True)
+            _resolve(future, True)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -190,5 +231,21 @@ def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:
     while waiters:
         future = waiters.popleft()
         if not future.done():
-            future.set_result(None)
+            _resolve(future, None)
             return
+
+
+def _resolve(future: asyncio.Future[_T], value: _T) -> None:
+    """Set a waiter's result from any thread; a waiter whose loop has closed is left alone."""
+    loop = future.get_loop()
+    if future.done() or loop.is_closed():
+        return
+    if asyncio._get_running_loop() is loop:
+        future.set_result(value)
+    else:
+        loop.call_soon_threadsafe(_set_if_pending, future, value)
+
+
+def _set_if_pending(future: asyncio.Future[_T], value: _T) -> None:
+    if not future.done():
+        future.set_result(value)

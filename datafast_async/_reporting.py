@@ -23,6 +23,9 @@ from ._models import Goal, GoalResult
 __all__ = ["FailureLog", "Reporter", "logger"]
 
 logger = logging.getLogger("datafast_async")
+# A library prints nothing: without this, Python's last-resort handler would write WARNINGs to
+# stderr in an application that has not configured logging.
+logger.addHandler(logging.NullHandler())
 
 SuccessCallback = Callable[[Goal, GoalResult], object]
 FailureCallback = Callable[[Goal, DataFastError], object]
@@ -77,6 +80,8 @@ class Reporter:
     ) -> None:
         self._on_success = on_success
         self._on_failure = on_failure
+        #: Whether ``delivered`` does anything (the sender then skips building the Goal).
+        self.reports_success = on_success is not None
         self._tasks: set[asyncio.Task[object]] = set()
         self.failure_log = FailureLog()
         self.async_allowed = True

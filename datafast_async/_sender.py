@@ -13,7 +13,7 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ._delivery import Delivery
 from ._errors import DataFastError, ShutdownError, TransportError
@@ -23,7 +23,7 @@ from ._queue import GoalQueue
 from ._reporting import Reporter, logger
 from ._retry import RetryPolicy, retry_delay
 from ._transport import Transport
-from ._wire import decode_response, encode_goal
+from ._wire import encode_goal, outcome_of, read_result
 
 __all__ = ["Sender"]
 
@@ -44,7 +44,7 @@ class Sender:
         reporter: Reporter,
         loop: asyncio.AbstractEventLoop,
         workers: int,
-        on_orphaned: Callable[[], None] | None = None,
+        on_orphaned: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._queue = queue
         self._transport = transport
@@ -63,6 +63,7 @@ class Sender:
         self._timer_when = 0.0
         self._close_deadline: float | None = None
         self._stopping = False
+        self._orphaned = False
 
     @property
     def limiter(self) -> Limiter:
@@ -73,9 +74,11 @@ class Sender:
     def start(self) -> None:
         """Spawn the workers in the client's loop (they are awaited by ``stop``)."""
         for index in range(self._worker_count):
-            task = self._loop.create_task(self._work(), name=f"datafast-sender-{index}")
-            self._workers.append(task)
+            self._workers.append(self._spawn(index))
         self.notify(len(self._queue))
+
+    def _spawn(self, index: int) -> asyncio.Task[None]:
+        return self._loop.create_task(self._work(index), name=f"datafast-sender-{index}")
 
     def notify(self, count: int = 1) -> None:
         """Wake up to ``count`` idle workers: there is work. Called in the client's loop."""
@@ -96,12 +99,16 @@ class Sender:
             for _, _, (delivery, _, error) in late:
                 self._finish(delivery, _shutdown_error(error))
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Cancel the workers (requests in flight are cut) and wait for them to end."""
+    def halt(self) -> None:
+        """Stop taking work: workers cancelled from now on just end, and no retry is due."""
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the workers (requests in flight are cut) and wait for them to end."""
+        self.halt()
         workers, self._workers = self._workers, []
         for task in workers:
             task.cancel()
@@ -128,35 +135,64 @@ class Sender:
 
     # -- the workers ----------------------------------------------------------------------
 
-    async def _work(self) -> None:
+    async def _work(self, index: int) -> None:
+        queue, ready = self._queue, self._ready
+        delivery: Delivery | None = None
+        attempt = 0
         try:
             while True:
-                item = self._next()
-                if item is None:
-                    await self._wait_for_work()
-                    continue
-                delivery, attempt, _ = item
-                if attempt > 1:
-                    self._queue.record_retry()
+                delivery = None
+                # A retry that is due first, else the queue's oldest goal. This loop runs once
+                # per goal sent, so the common case makes as few calls as it can.
+                if ready:
+                    delivery, attempt, _ = ready.popleft()
+                    queue.record_retry()
+                else:
+                    taken = queue.take()
+                    if taken is None:
+                        await self._wait_for_work()
+                        continue
+                    delivery, attempt = taken, 1
                 try:
-                    outcome = await self._attempt(delivery.goal)
+                    outcome = await self._attempt(delivery._body())
                 except Exception as exc:
                     # A bug here or in a custom transport: fail this goal, keep the worker.
                     logger.exception("internal error while sending goal %r", delivery.goal.name)
                     outcome = DataFastError(f"internal error while sending: {exc!r}")
-                self._settle_attempt(delivery, attempt, outcome)
+                if isinstance(outcome, bytes):
+                    self._finish(delivery, outcome)  # delivered
+                else:
+                    self._settle_attempt(delivery, attempt, outcome)
         except asyncio.CancelledError:
-            if not self._stopping and self._on_orphaned is not None:
-                # Cancelled by somebody else: the event loop is ending without aclose().
-                self._stopping = True
-                self._on_orphaned()
+            if not self._stopping:
+                await self._cancelled_from_outside(index, delivery, attempt)
             raise
 
-    def _next(self) -> _Item | None:
-        if self._ready:
-            return self._ready.popleft()
-        delivery = self._queue.take()
-        return None if delivery is None else (delivery, 1, None)
+    async def _cancelled_from_outside(
+        self, index: int, held: Delivery | None, attempt: int
+    ) -> None:
+        """A worker was cancelled, not by ``stop()``: mostly a loop that is ending (as
+        ``asyncio.run`` does, cancelling every task at once).
+
+        The task that owns the client may be cancelled in the same sweep, and its ``aclose()``
+        stops intake before its first await. So first give it a few turns; then either hand
+        this worker's job (and the goal it held) to a fresh task, for aclose() to drain the
+        queue with, or treat the
+        loop as ending without aclose(): every goal held is failed, counted and warned about.
+        """
+        for _ in range(_OWNER_TURNS):
+            await asyncio.sleep(0)
+        if self._stopping:
+            return
+        if self._close_deadline is not None:
+            if held is not None and self._queue.is_active(held):
+                # Its request was cut without an answer: send it again, as after a reset.
+                self._ready.appendleft((held, attempt, None))
+            self._workers[index] = self._spawn(index)
+            self.notify()
+        elif not self._orphaned and self._on_orphaned is not None:
+            self._orphaned = True
+            await self._on_orphaned()
 
     async def _wait_for_work(self) -> None:
         # An idle worker waits without a deadline: it is woken by new work, or cancelled by
@@ -166,34 +202,38 @@ class Sender:
         try:
             await future
         finally:
-            if not future.done():
+            # (A loop closed with this task still pending closes it here: nothing to cancel.)
+            if not future.done() and not self._loop.is_closed():
                 future.cancel()
             if future in self._idle:
                 self._idle.remove(future)
 
-    async def _attempt(self, goal: Goal) -> GoalResult | DataFastError:
-        """One request for one goal: the API's answer, or the error it ended with."""
-        body = encode_goal(goal)
-        await self._limiter.acquire()
+    async def _attempt(self, body: bytes) -> bytes | DataFastError:
+        """One request for one goal's body: the API's 2xx body (read only when somebody asks
+        for the ``GoalResult``), or the error the attempt ended with."""
+        limiter = self._limiter
+        if not limiter.try_acquire():
+            await limiter.acquire()
         try:
             response = await self._transport.send(body)
         except TransportError as exc:
             return exc
         finally:
-            self._limiter.release()
-        return decode_response(response)
+            limiter.release()
+        return outcome_of(response)
 
     def _settle_attempt(
-        self, delivery: Delivery, attempt: int, outcome: GoalResult | DataFastError
+        self, delivery: Delivery, attempt: int, outcome: bytes | DataFastError
     ) -> None:
-        if isinstance(outcome, GoalResult):
+        if isinstance(outcome, bytes):
             self._finish(delivery, outcome)
             return
+        # A Retry-After holds the whole sender, whether or not this goal is retried.
+        self._pause_for(outcome)
         delay = retry_delay(self._policy, outcome, attempt)
         if delay is None:
             self._finish(delivery, outcome)
             return
-        self._pause_for(outcome)
         when = self._loop.time() + delay
         if self._close_deadline is not None and when > self._close_deadline:
             self._finish(delivery, _shutdown_error(outcome))
@@ -229,14 +269,22 @@ class Sender:
             self._arm_timer(self._heap[0][0])
         self.notify(due)
 
-    def _finish(self, delivery: Delivery, outcome: GoalResult | DataFastError) -> None:
-        """The one place where a goal's fate is decided, counted and reported."""
-        delivered = isinstance(outcome, GoalResult)
+    def _finish(self, delivery: Delivery, outcome: bytes | DataFastError) -> None:
+        """The one place where a goal's fate is decided, counted and reported.
+
+        ``outcome`` is the API's 2xx body (the goal was delivered) or the final error.
+        """
+        delivered = isinstance(outcome, bytes)
         if not self._queue.finish(delivery, delivered):
             return
         delivery._settle(outcome)
-        if isinstance(outcome, GoalResult):
-            self._reporter.delivered(delivery.goal, outcome)
+        if isinstance(outcome, bytes):
+            # Only an on_success callback needs the Goal and the GoalResult: without one,
+            # neither is built here.
+            if self._reporter.reports_success:
+                result = delivery.result
+                assert result is not None
+                self._reporter.delivered(delivery.goal, result)
         else:
             self._reporter.failed(delivery.goal, outcome)
 
@@ -245,17 +293,27 @@ class Sender:
     async def send_now(self, goal: Goal) -> GoalResult:
         """Deliver one goal now with the retry policy; raise its final error."""
         attempt = 1
+        body = encode_goal(goal)  # once, for every attempt
         while True:
-            outcome = await self._attempt(goal)
-            if isinstance(outcome, GoalResult):
-                return outcome
+            outcome = await self._attempt(body)
+            if isinstance(outcome, bytes):
+                return read_result(outcome)
+            self._pause_for(outcome)
             delay = retry_delay(self._policy, outcome, attempt)
             if delay is None:
                 raise outcome
-            self._pause_for(outcome)
+            deadline = self._close_deadline
+            if self._stopping or (deadline is not None and self._loop.time() + delay > deadline):
+                raise _shutdown_error(outcome)
             # Bounded: at most max_delay, or max_retry_after for a Retry-After.
             await asyncio.sleep(delay)
+            if self._stopping:
+                raise _shutdown_error(outcome)
             attempt += 1
+
+
+# Loop turns a worker cancelled from outside waits for the owner's aclose() to begin.
+_OWNER_TURNS = 3
 
 
 def _shutdown_error(cause: DataFastError | None) -> ShutdownError:

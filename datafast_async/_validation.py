@@ -24,6 +24,7 @@ __all__ = [
     "check_visitor_id",
     "normalize_metadata",
     "normalize_name",
+    "validate_goal",
 ]
 
 MAX_NAME_LENGTH = 64
@@ -115,6 +116,25 @@ def check_description(description: object) -> str | None:
     )
 
 
+def validate_goal(
+    visitor_id: object, name: object, description: object, metadata: object
+) -> tuple[str, str, str | None, dict[str, str] | None]:
+    """Every rule for one goal: ``(visitor_id, normalised name, description, metadata copy)``.
+
+    The one place both ``Goal()`` and ``track_nowait`` validate through, so they cannot differ.
+    The common case of each check is inlined; anything else takes the functions below.
+    """
+    if type(visitor_id) is not str or not visitor_id:
+        visitor_id = check_visitor_id(visitor_id)
+    normalized = _names.get(name) if type(name) is str else None
+    if normalized is None:
+        normalized = normalize_name(name)
+    if description is not None and type(description) is not str:
+        description = check_description(description)
+    checked = None if metadata is None else normalize_metadata(metadata)
+    return visitor_id, normalized, description, checked
+
+
 def normalize_metadata(metadata: object) -> dict[str, str] | None:
     """Check metadata and return a fresh ``dict[str, str]`` for the wire.
 
@@ -123,17 +143,27 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
     """
     if metadata is None:
         return None
+    if type(metadata) is dict and len(metadata) <= MAX_METADATA_KEYS:
+        # The common case, a plain dict of short str values under keys seen before: copied in
+        # C, then checked. Anything else (None values, numbers, new keys) takes the loop below,
+        # which also explains failures.
+        copy: dict[str, str] = metadata.copy()
+        for key, value in copy.items():
+            if type(value) is not str or len(value) > MAX_METADATA_VALUE_LENGTH or key not in _keys:
+                break
+        else:
+            return copy
     if type(metadata) is not dict and not isinstance(metadata, Mapping):
         raise ValidationError(
             "metadata", f"metadata must be a mapping or None, got {type(metadata).__name__}"
         )
     out: dict[str, str] = {}
     for key, value in metadata.items():
+        if value is None:  # left out before any rule applies
+            continue
         if key not in _keys:
             _check_key(key)
         if type(value) is not str:
-            if value is None:
-                continue
             value = _value_text(key, value)
         if len(value) > MAX_METADATA_VALUE_LENGTH:
             raise ValidationError(

@@ -6,44 +6,106 @@ This is the one place where an HTTP status and body become a ``GoalResult`` or a
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import re
 import time
+from collections.abc import Callable, Mapping
 
 from ._errors import APIError, error_for_status
-from ._models import Goal, GoalResult
+from ._models import Goal, GoalResult, new_result
 from ._transport import Response
 
-__all__ = ["decode_response", "encode_goal", "parse_retry_after"]
+__all__ = [
+    "decode_response",
+    "encode_fields",
+    "encode_goal",
+    "outcome_of",
+    "parse_retry_after",
+    "read_result",
+]
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+# JSON-quotes a str exactly as json.dumps(..., ensure_ascii=False) does (C-accelerated).
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 
 _BODY_LIMIT = 4096  # characters of an error body kept on APIError.body
 _MESSAGE_LIMIT = 300  # characters of a non-JSON body used as the message
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
+_SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 # json.loads makes a new string per response; the confirmation message is nearly always the
 # same, so results share one copy.
 _KNOWN_MESSAGES = {"Custom event created successfully": "Custom event created successfully"}
+# The API's usual answer, read without building the JSON document (json.loads costs several
+# times more on the sender's path). Anything else, escapes included, goes through json.loads.
+# The API's usual answer, read without building a JSON document (json.loads costs several
+# times more on the sender's path): first as compact JSON, then with any JSON white space.
+# Anything else, escapes included, goes through json.loads.
+_TEXT = rb'"([ !#-\[\]-\xff]*)"'  # a JSON string without escapes or control characters
+_SUCCESS_TOKENS = (
+    rb"\{",
+    rb'"status"',
+    b":",
+    rb'"success"',
+    b",",
+    rb'"data"',
+    b":",
+    rb"\[",
+    rb"\{",
+    rb'"message"',
+    b":",
+    _TEXT,
+    b",",
+    rb'"eventId"',
+    b":",
+    _TEXT,
+    rb"\}",
+    rb"\]",
+    rb"\}",
+)
+_SUCCESS_COMPACT_RE = re.compile(b"".join(_SUCCESS_TOKENS))
+_WS = rb"[ \t\n\r]*"  # JSON's white space
+_SUCCESS_SPACED_RE = re.compile(_WS + _WS.join(_SUCCESS_TOKENS) + _WS)
 
 
 def encode_goal(goal: Goal) -> bytes:
     """The JSON body for one goal; absent optional fields are left out."""
-    body: dict[str, object] = {"datafast_visitor_id": goal.visitor_id, "name": goal.name}
-    if goal.description is not None:
-        body["description"] = goal.description
-    if goal.metadata:
-        body["metadata"] = goal.metadata
-    return _encode(body).encode()
+    return encode_fields(goal.visitor_id, goal.name, goal.description, goal.metadata)
+
+
+def encode_fields(
+    visitor_id: str, name: str, description: str | None, metadata: Mapping[str, str] | None
+) -> bytes:
+    """The JSON body for one validated goal's fields; absent optional fields are left out.
+
+    Every field is a validated ``str`` (metadata too), so the body is put together from
+    JSON-quoted strings (the C quoting ``json`` itself uses with ``ensure_ascii=False``): the
+    same bytes as ``json.dumps`` with compact separators, at half its cost on the sender's path.
+    """
+    text = '{"datafast_visitor_id":' + _quote(visitor_id) + ',"name":' + _quote(name)
+    if description is not None:
+        text += ',"description":' + _quote(description)
+    if metadata:
+        pairs = [_quote(key) + ":" + _quote(value) for key, value in metadata.items()]
+        text += ',"metadata":{' + ",".join(pairs) + "}"
+    return (text + "}").encode()
 
 
 def decode_response(response: Response) -> GoalResult | APIError:
     """What a response means: the API's answer for a 2xx, the matching ``APIError`` otherwise."""
+    outcome = outcome_of(response)
+    return read_result(outcome) if isinstance(outcome, bytes) else outcome
+
+
+def outcome_of(response: Response) -> bytes | APIError:
+    """What a response means, without reading a success: its body for a 2xx (``read_result``
+    turns it into the ``GoalResult`` when somebody asks), the matching ``APIError`` otherwise.
+    """
     status = response.status
     if 200 <= status < 300:
-        return _success(response.body)
+        return response.body
     text = response.body.decode("utf-8", "replace")
     return error_for_status(
         status,
@@ -53,9 +115,18 @@ def decode_response(response: Response) -> GoalResult | APIError:
     )
 
 
-def _success(body: bytes) -> GoalResult:
+def read_result(body: bytes) -> GoalResult:
+    """The ``GoalResult`` in a 2xx body (its ``data[0]``)."""
     # The goal was recorded whatever the body says; an unreadable body must not cause a
     # retry (and so a duplicate), it only leaves the event id unknown.
+    match = _SUCCESS_COMPACT_RE.fullmatch(body) or _SUCCESS_SPACED_RE.fullmatch(body)
+    if match is not None:
+        try:
+            said, event = match[1].decode(), match[2].decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            return new_result(event, _KNOWN_MESSAGES.get(said, said))
     try:
         data = json.loads(body)
         first = data["data"][0]
@@ -114,19 +185,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     value = value.strip()
     if not value:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if seconds != seconds or seconds in (float("inf"), float("-inf")):
-            return None
-        return max(0.0, seconds)
+    if _SECONDS_RE.fullmatch(value):
+        # A number too large for a float is infinite: longer than any max_retry_after.
+        return max(0.0, float(value))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
+    if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are GMT (RFC 9110)
+        when = when.replace(tzinfo=datetime.timezone.utc)
     wall = time.time() if now is None else now
     return max(0.0, when.timestamp() - wall)

@@ -122,6 +122,7 @@ def test_a_429_carries_its_retry_after() -> None:
         ("soon", None),
         ("nan", None),
         ("inf", None),
+        ("1e400", float("inf")),
     ],
 )
 def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
