@@ -26,7 +26,7 @@ test: $(VENV)/.test-installed
 
 ## The main job: the demo against the built-in fake DataFast server.
 demo: $(VENV)/.demo-installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/datafast-async demo
 
 ## ruff (with its ASYNC rules) and mypy --strict on the package.
 lint: $(VENV)/.test-installed

@@ -1,0 +1,115 @@
+"""What the commands share: settings from the global options, and stop signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from .._errors import AuthenticationError, DataFastError, PermissionDeniedError
+
+__all__ = [
+    "client_settings",
+    "is_key_refused",
+    "non_negative_float",
+    "positive_float",
+    "positive_int",
+    "probability",
+    "stop_signals",
+]
+
+# The signals that stop a command gracefully, with the exit code each one ends it with.
+STOP_SIGNALS: dict[int, int] = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
+
+
+def client_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``DataFast``'s settings from ``--api-key``, ``--website-id`` and ``--base-url``; each
+    one left out falls back to its ``DATAFAST_*`` environment variable in the client."""
+    return {
+        "api_key": getattr(args, "api_key", None),
+        "website_id": getattr(args, "website_id", None),
+        "base_url": getattr(args, "base_url", None),
+    }
+
+
+def is_key_refused(error: DataFastError) -> bool:
+    """401 or 403: every later request with these settings fails the same way."""
+    return isinstance(error, (AuthenticationError, PermissionDeniedError))
+
+
+@contextlib.contextmanager
+def stop_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """Call ``on_signal(signum)`` in the running loop on SIGINT or SIGTERM, instead of the
+    default (a ``KeyboardInterrupt`` raised wherever the code happens to be)."""
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    previous: dict[int, Any] = {}
+    for signum in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # No add_signal_handler (Windows, or not the main thread): a plain handler that
+            # hands the signal to the loop.
+            def handler(received: int, frame: FrameType | None) -> None:
+                loop.call_soon_threadsafe(on_signal, received)
+
+            with contextlib.suppress(ValueError, OSError):
+                previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        for signum, handler_before in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, handler_before)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value

@@ -1,0 +1,577 @@
+"""``datafast-async import``: a JSON Lines backfill through the background sender.
+
+The file is streamed (never loaded whole): a thread reads chunks of lines, each line is parsed
+and handed to ``DataFast.track`` with ``on_full="block"``, so at most the client's queue (plus
+the requests in flight and the goals waiting to retry) is held in memory. Each pending goal
+keeps only its line number and raw line, so an undelivered one is written to ``--failed-out``
+as the original object plus ``"_error"``. Every line read ends in exactly one of: delivered,
+invalid, rejected (by status) or failed, and the summary checks that the numbers add up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import sys
+import time
+from typing import Any, BinaryIO, TextIO
+
+from .._client import DataFast
+from .._errors import (
+    APIError,
+    DataFastError,
+    QueueFullError,
+    ShutdownError,
+    TransportError,
+    ValidationError,
+)
+from .._models import Goal, GoalResult, Stats
+from ._common import (
+    STOP_SIGNALS,
+    client_settings,
+    is_key_refused,
+    positive_float,
+    positive_int,
+    stop_signals,
+)
+from ._output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CLIError,
+    Console,
+    format_count,
+    format_duration,
+    format_rate,
+    table,
+)
+from ._progress import Progress, bar
+from ._rate import TokenBucket
+from ._source import LineSource
+
+__all__ = ["add_parser"]
+
+FIELDS = frozenset({"datafast_visitor_id", "visitorId", "name", "description", "metadata"})
+STOP_GRACE = 3.0  # seconds to deliver what is queued after Ctrl-C
+TIME_FIELDS = frozenset({"timestamp", "time", "date", "datetime", "ts", "created", "when"})
+MAX_LINE_REPORTS = 20  # per-line error messages on stderr before they are only counted
+
+DESCRIPTION = """\
+Backfill goals from a JSON Lines file (or stdin with -), one goal per line, through the
+background sender: bounded memory however large the file, retries with backoff, Retry-After
+honoured, a progress bar on a terminal and a summary at the end.
+
+Each line is an object with the API's body fields:
+  {"datafast_visitor_id": "...", "name": "signup", "description": "...", "metadata": {...}}
+(visitorId is accepted for datafast_visitor_id; fields starting with "_" are ignored; any
+other field makes the line invalid). Blank lines are skipped.
+
+Goals are recorded at the time they are sent: the API has no timestamp field, so a backfill
+shows today's date in DataFast, not the date the goal happened.
+
+A line that is not JSON, not an object or not a valid goal is reported with its line number
+and does not stop the import. With --failed-out, every line that was not delivered (invalid,
+rejected by the API, failed after retries, or still queued at Ctrl-C) is written there as the
+original object plus an "_error" field with the reason; import that file again to retry
+exactly what is missing.
+
+Ctrl-C stops reading, delivers what is queued for a few seconds, writes the rest to
+--failed-out and prints the number of the last line read.
+
+Exit codes: 0 every goal delivered; 1 some lines were not delivered; 2 bad usage or settings,
+or the API refused the key (401/403: the import stops early); 130 interrupted.
+"""
+
+EPILOG = """\
+example:
+  datafast-async import goals.jsonl --failed-out failed.jsonl
+  datafast-async import failed.jsonl --failed-out failed-again.jsonl   # retry what is missing
+"""
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction[Any],
+    common: argparse.ArgumentParser,
+) -> None:
+    parser = subparsers.add_parser(
+        "import",
+        parents=[common],
+        help="backfill goals from a JSON Lines file",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for stdin")
+    parser.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=positive_int,
+        default=8,
+        help="requests in flight at once (default: 8)",
+    )
+    parser.add_argument(
+        "--failed-out",
+        metavar="FILE",
+        help='write every line not delivered there, with an "_error" field (overwritten)',
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: plain progress lines every few seconds instead",
+    )
+    parser.add_argument(
+        "--rate",
+        metavar="N",
+        type=positive_float,
+        help="send at most N new goals per second (DataFast does not publish its limits)",
+    )
+    parser.set_defaults(run=run)
+
+
+# -- reading one line ---------------------------------------------------------------------------
+
+
+class LineError(Exception):
+    """A line that is not a goal. ``obj`` is the parsed object, or ``None`` when the line is
+    not a JSON object; it is then written to --failed-out as ``{"_line": text}``."""
+
+    def __init__(self, reason: str, obj: dict[str, Any] | None = None, text: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.obj = obj
+        self.text = text
+
+
+def parse_line(raw: bytes | str) -> tuple[dict[str, Any], Any, Any, Any, Any]:
+    """The object on a line and its goal's fields: ``(obj, visitor_id, name, description,
+    metadata)``; the values are checked by ``Goal`` afterwards.
+
+    A ``{"_line": "..."}`` object (a line that was not JSON, from an earlier --failed-out) is
+    read as the text it holds, so a line fixed by hand in that file goes through.
+
+    Raises:
+        LineError: The line is not a JSON object, has an unknown field, or lacks a required one.
+    """
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise LineError(f"not JSON: {exc}", text=_line_text(raw)) from None
+    if not isinstance(obj, dict):
+        raise LineError(f"not a JSON object (a JSON {_json_type(obj)})", text=_line_text(raw))
+    fields = [key for key in obj if not key.startswith("_")]
+    if not fields and isinstance(obj.get("_line"), str):
+        return parse_line(obj["_line"])
+    unknown = [key for key in fields if key not in FIELDS]
+    if unknown:
+        hint = ""
+        if unknown[0].lower() in TIME_FIELDS or unknown[0].lower().endswith("_at"):
+            hint = " (the API has no timestamp field: goals are recorded when they are sent)"
+        raise LineError(
+            f"unknown field {unknown[0]!r}{hint}: a goal has datafast_visitor_id (or "
+            "visitorId), name, description and metadata; fields starting with '_' are ignored",
+            obj,
+        )
+    visitor_id = obj.get("datafast_visitor_id", obj.get("visitorId"))
+    if visitor_id is None:
+        raise LineError("missing datafast_visitor_id", obj)
+    if "name" not in obj:
+        raise LineError("missing name", obj)
+    return obj, visitor_id, obj["name"], obj.get("description"), obj.get("metadata")
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _line_text(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return text.rstrip("\r\n")
+
+
+# -- the job ------------------------------------------------------------------------------------
+
+
+class ImportJob:
+    """One import: reads, tracks, counts, reports and writes the failed-out file."""
+
+    def __init__(
+        self,
+        *,
+        console: Console,
+        source: LineSource,
+        source_name: str,
+        failed_out: TextIO | None,
+        failed_out_name: str | None,
+        rate: float | None,
+        live_progress: bool,
+    ) -> None:
+        self.console = console
+        self.source = source
+        self.source_name = source_name
+        self.failed_out = failed_out
+        self.failed_out_name = failed_out_name
+        self.bucket = TokenBucket(rate) if rate is not None else None
+        self.progress = Progress(console, self._render, live=live_progress)
+        self.size = source.size
+        # id(goal) -> (line number, raw line) for every goal handed to the client and not
+        # yet settled: the only per-goal state, bounded by the client's queue.
+        self.pending: dict[int, tuple[int, bytes]] = {}
+        self.read = 0  # lines with something on them, handled (accepted or invalid)
+        self.last_line = 0  # the last line handled: every line up to it is accounted for
+        self.bytes_done = 0
+        self.delivered = 0
+        self.not_sent = 0  # validated only: the client is disabled
+        self.invalid = 0
+        self.rejected: collections.Counter[int] = collections.Counter()
+        self.failed: collections.Counter[str] = collections.Counter()
+        self.line_reports = 0
+        self.reading_done = False
+        self.stopped_by: int | None = None  # the signal that interrupted the import
+        self.key_refused: DataFastError | None = None
+        self.read_error: OSError | None = None
+        self.started = time.monotonic()
+        self.elapsed = 0.0
+        self._work: asyncio.Task[None] | None = None
+
+    # -- what the client reports -------------------------------------------------------------
+
+    def on_success(self, goal: Goal, result: GoalResult) -> None:
+        self.pending.pop(id(goal), None)
+        self.delivered += 1
+
+    def on_failure(self, goal: Goal, error: DataFastError) -> None:
+        entry = self.pending.pop(id(goal), None)
+        if isinstance(error, APIError) and not error.retriable and error.status < 500:
+            self.rejected[error.status] += 1
+            reason = f"rejected: {error}"
+            if is_key_refused(error) and self.key_refused is None:
+                self.key_refused = error  # every later goal would fail the same way: stop
+        else:
+            self.failed[_failure_kind(error)] += 1
+            reason = _failure_reason(error)
+        if entry is None:  # cannot happen: every goal is registered before it can settle
+            self.console.note(f"{PROG}: a goal without its line failed: {reason}")
+            return
+        lineno, raw = entry
+        if not isinstance(error, ShutdownError):
+            self._report_line(lineno, reason)
+        obj = json.loads(raw)
+        self._write_failed(obj, reason)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _invalid(self, lineno: int, reason: str, obj: dict[str, Any]) -> None:
+        self.invalid += 1
+        self._report_line(lineno, reason)
+        self._write_failed(obj, reason)
+
+    def _report_line(self, lineno: int, reason: str) -> None:
+        self.line_reports += 1
+        if self.line_reports <= MAX_LINE_REPORTS:
+            self.console.note(f"{self.source_name}:{lineno}: {reason}")
+            self.progress.refresh()
+        elif self.line_reports == MAX_LINE_REPORTS + 1:
+            where = f" (all of them are in {self.failed_out_name})" if self.failed_out else ""
+            self.console.note(
+                f"{PROG}: more lines were not delivered; they are counted in the summary{where}"
+            )
+
+    def _write_failed(self, obj: dict[str, Any], reason: str) -> None:
+        if self.failed_out is None:
+            return
+        obj.pop("_error", None)  # a line from an earlier --failed-out gets the new reason
+        obj["_error"] = reason
+        self.failed_out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    async def _feed(self, client: DataFast) -> None:
+        lineno = 0
+        while True:
+            try:
+                chunk = await self.source.next_chunk()
+            except OSError as exc:
+                self.read_error = exc
+                return
+            if not chunk:
+                break
+            for raw in chunk:
+                lineno += 1
+                if self.key_refused is not None:
+                    return
+                await self._feed_line(client, lineno, raw)
+                self.last_line = lineno
+                self.bytes_done += len(raw)
+        self.reading_done = True
+
+    async def _feed_line(self, client: DataFast, lineno: int, raw: bytes) -> None:
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte order mark
+        if not raw.strip():
+            return
+        try:
+            obj, visitor_id, name, description, metadata = parse_line(raw)
+        except LineError as exc:
+            self._invalid(
+                lineno, exc.reason, exc.obj if exc.obj is not None else {"_line": exc.text}
+            )
+            self.read += 1
+            return
+        if self.bucket is not None:
+            await self.bucket.take()
+        while True:
+            try:
+                delivery = await client.track(
+                    visitor_id, name, description=description, metadata=metadata
+                )
+            except ValidationError as exc:
+                self._invalid(lineno, f"invalid goal: {exc}", obj)
+                break
+            except QueueFullError:
+                continue  # the queue stayed full for the client's timeout: keep waiting
+            if delivery.done():  # a disabled client (DATAFAST_ENABLED=0) settles at once
+                self.not_sent += 1
+            else:
+                self.pending[id(delivery.goal)] = (lineno, raw)
+            break
+        self.read += 1
+
+    async def _work_until_done(self, client: DataFast) -> None:
+        await self._feed(client)
+        await client.flush()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _stop(self, signum: int) -> None:
+        if self.stopped_by is not None:
+            self.console.note(f"{PROG}: already stopping (at most {STOP_GRACE:g} s more)")
+            return
+        self.stopped_by = signum
+        self.console.note(
+            f"{PROG}: interrupted: stopped reading; delivering what is queued for up to "
+            f"{STOP_GRACE:g} s"
+        )
+        if self._work is not None:
+            self._work.cancel()
+
+    async def run(self, client: DataFast) -> Stats:
+        self.started = time.monotonic()
+        self.source.start()
+        await client.start()
+        self.progress.start()
+        try:
+            with stop_signals(self._stop):
+                self._work = asyncio.ensure_future(self._work_until_done(client))
+                try:
+                    await self._work
+                except asyncio.CancelledError:
+                    if self.stopped_by is None:
+                        raise
+                finally:
+                    grace = STOP_GRACE if self.stopped_by is not None else None
+                    stats = await client.aclose(grace)
+        finally:
+            await self.progress.stop()
+            self.elapsed = time.monotonic() - self.started
+        return stats
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    @property
+    def not_delivered(self) -> int:
+        return self.invalid + sum(self.rejected.values()) + sum(self.failed.values())
+
+    def _render(self, live: bool) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        counts = (
+            f"{format_count(self.delivered)} delivered, {format_count(self.not_delivered)} "
+            f"failed, {format_rate(self.delivered, elapsed)}/s"
+        )
+        line = f"line {format_count(self.last_line)}"
+        if self.reading_done:
+            return (
+                f"read all {format_count(self.last_line)} lines; delivering the last "
+                f"{format_count(len(self.pending))}: {counts}"
+            )
+        fraction = self.bytes_done / self.size if self.size else None
+        if not live:
+            percent = f" ({fraction:.0%})" if fraction is not None else ""
+            return f"{PROG}: progress: {line}{percent}, {counts}"
+        if fraction is None:
+            return f"{line}, {counts}"
+        eta = ""
+        if fraction > 0.001:
+            left = elapsed * (1 - fraction) / fraction
+            eta = f", {left:.0f} s left" if left < 60 else f", {format_duration(left)} left"
+        return f"{bar(fraction, 12)} {fraction:4.0%} {counts}{eta}, {line}"
+
+    def summary(self) -> list[str]:
+        rejected = ", ".join(f"{status}: {n:,}" for status, n in sorted(self.rejected.items()))
+        failed = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(self.failed.items()))
+        state = "interrupted" if self.stopped_by is not None else "done"
+        if self.key_refused is not None:
+            state = "stopped: the API refused the key"
+        rows = [
+            ("read", format_count(self.read), "non-blank lines"),
+            ("delivered", format_count(self.delivered), ""),
+            *(
+                [("not sent", format_count(self.not_sent), "DATAFAST_ENABLED is off")]
+                if self.not_sent
+                else []
+            ),
+            ("invalid", format_count(self.invalid), ""),
+            ("rejected", format_count(sum(self.rejected.values())), rejected),
+            ("failed", format_count(sum(self.failed.values())), failed),
+            ("time", format_duration(self.elapsed), ""),
+            ("goals/s", format_rate(self.delivered, self.elapsed), ""),
+        ]
+        return [f"import {self.source_name}: {state}", *table(rows)]
+
+
+def _failure_kind(error: DataFastError) -> str:
+    if isinstance(error, ShutdownError):
+        return "interrupted"
+    if isinstance(error, TransportError):
+        return "transport"
+    if isinstance(error, APIError):
+        return str(error.status)
+    return type(error).__name__
+
+
+def _failure_reason(error: DataFastError) -> str:
+    if isinstance(error, ShutdownError):
+        cause = error.__cause__
+        last = f" (last attempt: {cause})" if cause is not None else ""
+        return f"interrupted: not delivered before the import stopped{last}"
+    return f"failed: {error}"
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def _open_source(path: str) -> tuple[BinaryIO, str]:
+    if path == "-":
+        return sys.stdin.buffer, "<stdin>"
+    try:
+        return open(path, "rb"), path
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _same_file(path: str, source: BinaryIO) -> bool:
+    try:
+        out = os.stat(path)
+        src = os.fstat(source.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out.st_dev, out.st_ino) == (src.st_dev, src.st_ino)
+
+
+def _open_failed_out(path: str, source: BinaryIO) -> TextIO:
+    if _same_file(path, source):
+        raise CLIError(f"--failed-out {path} is the input file; write to another file")
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    job_ref: list[ImportJob] = []
+
+    def on_success(goal: Goal, result: GoalResult) -> None:
+        job_ref[0].on_success(goal, result)
+
+    def on_failure(goal: Goal, error: DataFastError) -> None:
+        job_ref[0].on_failure(goal, error)
+
+    client = DataFast(  # ConfigurationError: exit 2 in main
+        **client_settings(args),
+        concurrency=args.concurrency,
+        max_queue_size=max(1_000, 100 * args.concurrency),
+        on_full="block",
+        on_success=on_success,
+        on_failure=on_failure,
+    )
+    stream, name = _open_source(args.file)
+    failed_out = None
+    try:
+        if args.failed_out is not None:
+            failed_out = _open_failed_out(args.failed_out, stream)
+        job = ImportJob(
+            console=console,
+            source=LineSource(stream),
+            source_name=name,
+            failed_out=failed_out,
+            failed_out_name=args.failed_out,
+            rate=args.rate,
+            live_progress=console.err_is_tty and not args.no_progress,
+        )
+        job_ref.append(job)
+        stats = asyncio.run(job.run(client))
+    except BaseException:
+        if not job_ref:
+            stream.close()
+        raise
+    finally:
+        if failed_out is not None:
+            failed_out.close()
+    return _report(job, stats, console)
+
+
+def _report(job: ImportJob, stats: Stats, console: Console) -> int:
+    for line in job.summary():
+        console.result(line)
+    accounted = job.delivered + job.not_sent + job.not_delivered
+    if job.pending or accounted != job.read or stats.delivered != job.delivered:
+        console.error(
+            f"the numbers do not add up: {job.read:,} lines read, {accounted:,} accounted for, "
+            f"{len(job.pending):,} unsettled; the client counted {stats.delivered:,} delivered "
+            f"and {stats.failed:,} failed (please report this)"
+        )
+        return EXIT_FAILED
+    if job.not_delivered:
+        if job.failed_out_name is not None:
+            console.note(
+                f"{PROG}: {job.not_delivered:,} lines not delivered were written to "
+                f"{job.failed_out_name}; import that file again to retry them"
+            )
+        else:
+            console.note(
+                f"{PROG}: {job.not_delivered:,} lines were not delivered; use --failed-out FILE "
+                "to keep them for a retry"
+            )
+    if job.read_error is not None:
+        error = job.read_error
+        console.error(
+            f"reading {job.source_name} failed after line {job.last_line}: "
+            f"{error.strerror or error}"
+        )
+        return EXIT_FAILED
+    if job.stopped_by is not None:
+        resume = ""
+        if job.source_name != "<stdin>" and not job.reading_done:
+            resume = (
+                f" (to resume: tail -n +{job.last_line + 1} {job.source_name} | {PROG} import -)"
+            )
+        console.note(
+            f"{PROG}: interrupted: the last line read was line {job.last_line}; the lines "
+            f"after it were not read{resume}"
+        )
+        return STOP_SIGNALS.get(job.stopped_by, 130)
+    if job.key_refused is not None:
+        console.error(
+            f"the API refused the key ({job.key_refused}); stopped after line {job.last_line}"
+        )
+        return EXIT_USAGE
+    return EXIT_FAILED if job.not_delivered else EXIT_OK
