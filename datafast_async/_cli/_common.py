@@ -6,13 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any
 
+from .._client import DataFast
 from .._errors import AuthenticationError, DataFastError, PermissionDeniedError
+from .._models import Stats
 
 __all__ = [
+    "Interruptible",
     "client_settings",
     "is_key_refused",
     "non_negative_float",
@@ -113,3 +116,38 @@ def _number(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+class Interruptible:
+    """What ``import`` and ``demo`` share: a stop signal cancels the work, and the client is
+    then closed with a short grace (``stop_grace`` seconds) instead of its full deadline."""
+
+    stop_grace = 3.0
+
+    def __init__(self) -> None:
+        self.stopped_by: int | None = None  # the signal that interrupted the job
+        self._work: asyncio.Task[None] | None = None
+
+    def on_stop(self, repeated: bool) -> None:
+        """Called for each stop signal (``repeated`` after the first); says nothing by default."""
+
+    def _stop(self, signum: int) -> None:
+        self.on_stop(self.stopped_by is not None)
+        if self.stopped_by is None:
+            self.stopped_by = signum
+            if self._work is not None:
+                self._work.cancel()
+
+    async def work_then_close(self, client: DataFast, work: Coroutine[Any, Any, None]) -> Stats:
+        """Run ``work`` until it ends or a stop signal cancels it, then close the client."""
+        with stop_signals(self._stop):
+            self._work = asyncio.ensure_future(work)
+            try:
+                await self._work
+            except asyncio.CancelledError:
+                if self.stopped_by is None:
+                    raise
+            finally:
+                grace = self.stop_grace if self.stopped_by is not None else None
+                stats = await client.aclose(grace)
+        return stats

@@ -21,7 +21,7 @@ from .._errors import DataFastError, TransportError
 from .._models import Goal, GoalResult, Stats
 from .._retry import RetryPolicy
 from ..testing import FakeDataFast
-from ._common import STOP_SIGNALS, positive_int, probability, stop_signals
+from ._common import STOP_SIGNALS, Interruptible, positive_int, probability
 from ._output import (
     EXIT_FAILED,
     EXIT_OK,
@@ -92,8 +92,11 @@ def add_parser(
     parser.set_defaults(run=run)
 
 
-class Demo:
+class Demo(Interruptible):
+    stop_grace = STOP_GRACE
+
     def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        super().__init__()
         self.args = args
         self.console = console
         self.goals: int = args.goals
@@ -105,8 +108,6 @@ class Demo:
         )
         self.started = time.monotonic()
         self.elapsed = 0.0
-        self.stopped_by: int | None = None
-        self._work: asyncio.Task[None] | None = None
 
     def on_success(self, goal: Goal, result: GoalResult) -> None:
         self.delivered.add(goal.visitor_id)
@@ -127,12 +128,6 @@ class Demo:
         if live:
             return f"{bar(settled / self.goals)} {counts}"
         return f"{PROG}: progress: {counts}"
-
-    def _stop(self, signum: int) -> None:
-        if self.stopped_by is None:
-            self.stopped_by = signum
-            if self._work is not None:
-                self._work.cancel()
 
     async def _send_all(self, client: DataFast) -> None:
         for i in range(self.goals):
@@ -166,16 +161,7 @@ class Demo:
             await client.start()
             self.progress.start()
             try:
-                with stop_signals(self._stop):
-                    self._work = asyncio.ensure_future(self._send_all(client))
-                    try:
-                        await self._work
-                    except asyncio.CancelledError:
-                        if self.stopped_by is None:
-                            raise
-                    finally:
-                        grace = STOP_GRACE if self.stopped_by is not None else None
-                        stats = await client.aclose(grace)
+                stats = await self.work_then_close(client, self._send_all(client))
             finally:
                 await self.progress.stop()
                 self.elapsed = time.monotonic() - self.started

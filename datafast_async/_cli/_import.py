@@ -31,11 +31,11 @@ from .._errors import (
 from .._models import Goal, GoalResult, Stats
 from ._common import (
     STOP_SIGNALS,
+    Interruptible,
     client_settings,
     is_key_refused,
     positive_float,
     positive_int,
-    stop_signals,
 )
 from ._output import (
     EXIT_FAILED,
@@ -203,8 +203,10 @@ def _line_text(raw: bytes | str) -> str:
 # -- the job ------------------------------------------------------------------------------------
 
 
-class ImportJob:
+class ImportJob(Interruptible):
     """One import: reads, tracks, counts, reports and writes the failed-out file."""
+
+    stop_grace = STOP_GRACE
 
     def __init__(
         self,
@@ -217,6 +219,7 @@ class ImportJob:
         rate: float | None,
         live_progress: bool,
     ) -> None:
+        super().__init__()
         self.console = console
         self.source = source
         self.source_name = source_name
@@ -238,12 +241,10 @@ class ImportJob:
         self.failed: collections.Counter[str] = collections.Counter()
         self.line_reports = 0
         self.reading_done = False
-        self.stopped_by: int | None = None  # the signal that interrupted the import
         self.key_refused: DataFastError | None = None
         self.read_error: OSError | None = None
         self.started = time.monotonic()
         self.elapsed = 0.0
-        self._work: asyncio.Task[None] | None = None
 
     # -- what the client reports -------------------------------------------------------------
 
@@ -352,17 +353,14 @@ class ImportJob:
 
     # -- running -----------------------------------------------------------------------------
 
-    def _stop(self, signum: int) -> None:
-        if self.stopped_by is not None:
+    def on_stop(self, repeated: bool) -> None:
+        if repeated:
             self.console.note(f"{PROG}: already stopping (at most {STOP_GRACE:g} s more)")
-            return
-        self.stopped_by = signum
-        self.console.note(
-            f"{PROG}: interrupted: stopped reading; delivering what is queued for up to "
-            f"{STOP_GRACE:g} s"
-        )
-        if self._work is not None:
-            self._work.cancel()
+        else:
+            self.console.note(
+                f"{PROG}: interrupted: stopped reading; delivering what is queued for up to "
+                f"{STOP_GRACE:g} s"
+            )
 
     async def run(self, client: DataFast) -> Stats:
         self.started = time.monotonic()
@@ -370,16 +368,7 @@ class ImportJob:
         await client.start()
         self.progress.start()
         try:
-            with stop_signals(self._stop):
-                self._work = asyncio.ensure_future(self._work_until_done(client))
-                try:
-                    await self._work
-                except asyncio.CancelledError:
-                    if self.stopped_by is None:
-                        raise
-                finally:
-                    grace = STOP_GRACE if self.stopped_by is not None else None
-                    stats = await client.aclose(grace)
+            stats = await self.work_then_close(client, self._work_until_done(client))
         finally:
             await self.progress.stop()
             self.elapsed = time.monotonic() - self.started
