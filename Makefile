@@ -20,6 +20,10 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.'
 	touch $@
 
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
 ## Run the test suite (unit and 127.0.0.1 integration tests).
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest
@@ -30,9 +34,18 @@ demo: $(VENV)/.demo-installed
 
 ## ruff (with its ASYNC rules) and mypy --strict on the package.
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check datafast_async tests examples
-	$(BIN)/ruff format --check datafast_async tests examples
+	$(BIN)/ruff check datafast_async tests examples benchmarks
+	$(BIN)/ruff format --check datafast_async tests examples benchmarks
 	$(BIN)/mypy
+
+## The benchmarks (about ten minutes, every core busy): prints the table of the README's
+## "Performance" section, writes benchmarks/results/ and benchmarks/last-run.json.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks
+
+## The benchmarks on tiny sizes, in seconds: checks that they work, not how fast (CI).
+bench-quick: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks --quick
 
 clean:
 	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache

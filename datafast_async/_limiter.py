@@ -96,7 +96,8 @@ class Limiter:
     def release(self) -> None:
         """Give a slot back."""
         self._in_use -= 1
-        self._hand_over()
+        if self._waiters:
+            self._hand_over()
 
     def _hand_over(self) -> None:
         while self._waiters and self._in_use < self._limit:

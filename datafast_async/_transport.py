@@ -100,25 +100,30 @@ class AiohttpTransport:
 
     async def send(self, body: bytes) -> Response:
         try:
-            async with self._session.post(
+            # Awaited, then released, rather than ``async with``: the context manager's two
+            # extra coroutines are a measurable share of the client's work per request.
+            response = await self._session.post(
                 self._url,
                 data=body,
                 headers=self._headers,
                 timeout=self._timeout,
                 allow_redirects=False,
-            ) as response:
+            )
+            try:
                 length = response.content_length  # a property that parses the header
                 if length is not None and length <= _READ_LIMIT:
                     raw = await response.read()
                 else:
                     raw = await _read_capped(response.content)
-                # Positional: attrs' __init__ takes keywords at a measurable extra cost.
-                return Response(
-                    response.status,
-                    raw,
-                    response.reason or "",
-                    response.headers.get("Retry-After"),
-                )
+            finally:
+                response.release()
+            # Positional: attrs' __init__ takes keywords at a measurable extra cost.
+            return Response(
+                response.status,
+                raw,
+                response.reason or "",
+                response.headers.get("Retry-After"),
+            )
         except asyncio.TimeoutError as exc:
             raise TransportError(f"no answer within {self._timeout_seconds:g} s (timeout)") from exc
         except aiohttp.ClientError as exc:

@@ -1,0 +1,256 @@
+# ruff: noqa: RUF001  (the tables use the multiplication sign and the en dash on purpose)
+"""The goals of issue 3, and the markdown tables a run prints."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["evaluate", "markdown"]
+
+Row = dict[str, Any]
+
+
+def _s(section: dict[str, Any] | None, *path: str) -> dict[str, Any] | None:
+    node: Any = section
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node if isinstance(node, dict) and "median" in node else None
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.3f}×"
+    if unit == "ns":
+        return f"{value / 1000:.2f} µs" if value >= 1000 else f"{value:.0f} ns"
+    if unit == "B":
+        return f"{value:.0f} B"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "µs":
+        return f"{value:.0f} µs"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    if unit == "%":
+        return f"{value * 100:.0f}%"
+    return f"{value:,.0f}"
+
+
+def _spread(s: dict[str, Any], unit: str) -> str:
+    if s["min"] == s["max"]:
+        return _fmt(s["median"], unit)
+    return f"{_fmt(s['median'], unit)} [{_fmt(s['min'], unit)}–{_fmt(s['max'], unit)}]"
+
+
+def evaluate(results: dict[str, Any]) -> list[Row]:
+    """One row per goal of the issue: the SDK's figure, what it is compared with in the same
+    run, their ratio, the goal, and whether the median meets it."""
+    rows: list[Row] = []
+
+    def add(
+        figure: str,
+        sdk: tuple[dict[str, Any] | None, str],
+        other: tuple[str, dict[str, Any] | None, str],
+        ratio: dict[str, Any] | None,
+        goal: str,
+        judged: dict[str, Any] | None,
+        test: Callable[[float], bool],
+    ) -> None:
+        if judged is None:
+            return
+        sdk_s, sdk_unit = sdk
+        label, other_s, other_unit = other
+        value = judged["median"]
+        rows.append(
+            {
+                "figure": figure,
+                "sdk": _spread(sdk_s, sdk_unit) if sdk_s is not None else "",
+                "compared_with": f"{label} {_spread(other_s, other_unit)}" if other_s else label,
+                "ratio": _spread(ratio, "x") if ratio is not None else "",
+                "goal": goal,
+                "median": value,
+                "met": bool(test(value)) and not math.isnan(value),
+            }
+        )
+
+    enqueue = results.get("enqueue")
+    track_ns, dict_ns, enqueue_ratio = (
+        _s(enqueue, "track_nowait_ns"),
+        _s(enqueue, "dict_put_nowait_ns"),
+        _s(enqueue, "ratio"),
+    )
+    for goal, judged, test in (
+        ("≤ 1.5 µs", track_ns, lambda v: v <= 1500),
+        ("≤ 5× the dict + `put_nowait`", enqueue_ratio, lambda v: v <= 5),
+    ):
+        add(
+            "`track_nowait`, validation included (2-key metadata)",
+            (track_ns, "ns"),
+            ("dict + `Queue.put_nowait`", dict_ns, "ns"),
+            enqueue_ratio,
+            goal,
+            judged,
+            test,
+        )
+    delivery = results.get("delivery") or {}
+    for n in sorted(delivery, key=int):
+        ratio = _s(delivery, n, "rate_ratio")
+        add(
+            f"delivered goals/s, N = {n}",
+            (_s(delivery, n, "sdk_rate"), "/s"),
+            ("raw aiohttp loop", _s(delivery, n, "raw_rate"), "/s"),
+            ratio,
+            "≥ 0.95×",
+            ratio,
+            lambda v: v >= 0.95,
+        )
+    for n in sorted(delivery, key=int):
+        ratio = _s(delivery, n, "cpu_ratio")
+        add(
+            f"client CPU per delivered goal, N = {n}",
+            (_s(delivery, n, "sdk_cpu"), "µs"),
+            ("raw aiohttp loop", _s(delivery, n, "raw_cpu"), "µs"),
+            ratio,
+            "≤ 1.10×",
+            ratio,
+            lambda v: v <= 1.10,
+        )
+    handler = (results.get("handler") or {}).get("upstream_50ms")
+    ratio = _s(handler, "endpoints", "track", "rps_ratio")
+    add(
+        "FastAPI req/s with `track` in every request (50 ms upstream)",
+        (_s(handler, "endpoints", "track", "rps"), "/s"),
+        ("no tracking", _s(handler, "endpoints", "plain", "rps"), "/s"),
+        ratio,
+        "≥ 0.85×",
+        ratio,
+        lambda v: v >= 0.85,
+    )
+    ratio = _s(handler, "endpoints", "track", "p99_ratio")
+    add(
+        "FastAPI p99 with `track` (50 ms upstream)",
+        (_s(handler, "endpoints", "track", "p99_ms"), "ms"),
+        ("no tracking", _s(handler, "endpoints", "plain", "p99_ms"), "ms"),
+        ratio,
+        "≤ 2×",
+        ratio,
+        lambda v: v <= 2,
+    )
+    memory = results.get("memory")
+    per_goal = _s(memory, "bytes_per_goal")
+    add(
+        "bytes per queued goal, its `Delivery` included (2-key metadata)",
+        (per_goal, "B"),
+        ("payload dict in an `asyncio.Queue`", _s(memory, "bytes_per_dict_payload"), "B"),
+        _s(memory, "ratio"),
+        "≤ 350 B",
+        per_goal,
+        lambda v: v <= 350,
+    )
+    drain = results.get("drain")
+    ratio = _s(drain, "ratio")
+    add(
+        "`aclose()` delivering 10,000 queued goals",
+        (_s(drain, "aclose_goals_per_s"), "/s"),
+        ("steady delivery", _s(drain, "steady_goals_per_s"), "/s"),
+        ratio,
+        "≥ 0.9× steady",
+        ratio,
+        lambda v: v >= 0.9,
+    )
+    return rows
+
+
+def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+
+    def add(label: str, s: dict[str, Any] | None, unit: str) -> None:
+        if s is not None:
+            out.append((label, _spread(s, unit)))
+
+    enqueue = results.get("enqueue")
+    add("`track_nowait`", _s(enqueue, "track_nowait_ns"), "ns")
+    add("build a dict + `asyncio.Queue.put_nowait`", _s(enqueue, "dict_put_nowait_ns"), "ns")
+    delivery = results.get("delivery") or {}
+    for n in sorted(delivery, key=int):
+        add(f"raw aiohttp loop, N = {n}: goals/s", _s(delivery, n, "raw_rate"), "/s")
+        add(f"SDK, N = {n}: goals/s", _s(delivery, n, "sdk_rate"), "/s")
+        add(
+            f"SDK, N = {n}: goals/s of the `flush` alone (enqueueing excluded; no goal)",
+            _s(delivery, n, "sdk_flush_rate"),
+            "/s",
+        )
+        add(f"raw aiohttp loop, N = {n}: client CPU per goal", _s(delivery, n, "raw_cpu"), "µs")
+        add(f"SDK, N = {n}: client CPU per goal", _s(delivery, n, "sdk_cpu"), "µs")
+    for key, label in (("upstream_50ms", "50 ms upstream"), ("upstream_0ms", "instant upstream")):
+        handler = (results.get("handler") or {}).get(key)
+        if handler is None:
+            continue
+        for name in ("plain", "inline", "background", "track"):
+            base = ("endpoints", name)
+            add(f"FastAPI `{name}`, {label}: req/s", _s(handler, *base, "rps"), "/s")
+            add(f"FastAPI `{name}`, {label}: req/s ÷ `plain`", _s(handler, *base, "rps_ratio"), "x")
+            add(f"FastAPI `{name}`, {label}: p50", _s(handler, *base, "p50_ms"), "ms")
+            add(f"FastAPI `{name}`, {label}: p99", _s(handler, *base, "p99_ms"), "ms")
+        plain = ("endpoints", "plain")
+        add(
+            f"load generator's CPU share of its core, `plain`, {label}",
+            _s(handler, *plain, "loadgen_cpu_share"),
+            "%",
+        )
+        add(
+            f"app's CPU share of its core, `plain`, {label}",
+            _s(handler, *plain, "app_cpu_share"),
+            "%",
+        )
+        track = ("endpoints", "track")
+        add(
+            f"SDK in the app, {label}: delivered goals/s",
+            _s(handler, *track, "delivered_per_s"),
+            "/s",
+        )
+        add(f"SDK in the app, {label}: backlog at the end", _s(handler, *track, "backlog"), "")
+        add(
+            f"SDK in the app, {label}: goals dropped (queue full)",
+            _s(handler, *track, "dropped"),
+            "",
+        )
+    memory = results.get("memory")
+    add("bytes per queued goal (SDK)", _s(memory, "bytes_per_goal"), "B")
+    add("bytes per payload dict in an `asyncio.Queue`", _s(memory, "bytes_per_dict_payload"), "B")
+    if memory is not None:
+        full = memory["full_queue"]
+        out.append(
+            (
+                f"resident memory added by a full queue ({full['max_queue_size']:,} goals)",
+                _fmt(full["delta_mib"], "MiB"),
+            )
+        )
+    drain = results.get("drain")
+    add(
+        "steady delivery (N queued, then `flush`), concurrency 8",
+        _s(drain, "steady_goals_per_s"),
+        "/s",
+    )
+    add("`aclose()` draining the queue", _s(drain, "aclose_goals_per_s"), "/s")
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| figure | SDK, median [min–max] | compared with, same run | ratio | goal | met? |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in evaluate(results):
+        lines.append(
+            f"| {row['figure']} | {row['sdk']} | {row['compared_with']} | {row['ratio']} | "
+            f"{row['goal']} | {'met' if row['met'] else '**not met**'} |"
+        )
+    lines += ["", "| measured | median [min–max] |", "| --- | --- |"]
+    lines += [f"| {label} | {value} |" for label, value in _details(results)]
+    return "\n".join(lines)
