@@ -50,13 +50,23 @@ def _shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _check_text(field: str, text: str) -> str:
+    """``text`` if it can be sent as UTF-8 (a lone surrogate cannot), else ``ValidationError``."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                field, f"{field} is not valid Unicode text (it holds a lone surrogate): {exc}"
+            ) from None
+    return text
+
+
 def check_visitor_id(visitor_id: object) -> str:
     """Return ``visitor_id`` if it is a non-empty string, else raise ``ValidationError``."""
-    if type(visitor_id) is str and visitor_id:
-        return visitor_id
     if isinstance(visitor_id, str):
         if visitor_id:
-            return str.__str__(visitor_id)
+            return _check_text("visitor_id", str.__str__(visitor_id))
         raise ValidationError("visitor_id", "visitor_id must not be empty")
     raise ValidationError(
         "visitor_id",
@@ -107,10 +117,10 @@ def _normalize_name_slow(name: object) -> str:
 
 def check_description(description: object) -> str | None:
     """Return ``description`` if it is ``None`` or a string, else raise ``ValidationError``."""
-    if description is None or type(description) is str:
-        return description
+    if description is None:
+        return None
     if isinstance(description, str):
-        return str.__str__(description)
+        return _check_text("description", str.__str__(description))
     raise ValidationError(
         "description", f"description must be a str or None, got {type(description).__name__}"
     )
@@ -124,12 +134,12 @@ def validate_goal(
     The one place both ``Goal()`` and ``track_nowait`` validate through, so they cannot differ.
     The common case of each check is inlined; anything else takes the functions below.
     """
-    if type(visitor_id) is not str or not visitor_id:
+    if type(visitor_id) is not str or not visitor_id or not visitor_id.isascii():
         visitor_id = check_visitor_id(visitor_id)
     normalized = _names.get(name) if type(name) is str else None
     if normalized is None:
         normalized = normalize_name(name)
-    if description is not None and type(description) is not str:
+    if description is not None and (type(description) is not str or not description.isascii()):
         description = check_description(description)
     checked = None if metadata is None else normalize_metadata(metadata)
     return visitor_id, normalized, description, checked
@@ -149,7 +159,12 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
         # which also explains failures.
         copy: dict[str, str] = metadata.copy()
         for key, value in copy.items():
-            if type(value) is not str or len(value) > MAX_METADATA_VALUE_LENGTH or key not in _keys:
+            if (
+                type(value) is not str
+                or len(value) > MAX_METADATA_VALUE_LENGTH
+                or key not in _keys
+                or not value.isascii()
+            ):
                 break
         else:
             return copy
@@ -171,7 +186,7 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
                 f"metadata value for {key!r} must be at most {MAX_METADATA_VALUE_LENGTH} "
                 f"characters, got {len(value)}",
             )
-        out[key] = value
+        out[key] = _check_text(f"metadata.{key}", value)
     if len(out) > MAX_METADATA_KEYS:
         raise ValidationError(
             "metadata",

@@ -178,3 +178,29 @@ def test_a_name_is_accepted_exactly_when_the_api_would_accept_it(name: str) -> N
         assert not api_accepts
     else:
         assert api_accepts
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"visitor_id": "v\ud800"}, "visitor_id"),
+        ({"description": "bad \udcff text"}, "description"),
+        ({"metadata": {"plan": "pro\ud800"}}, "metadata.plan"),
+    ],
+)
+def test_text_that_cannot_be_sent_as_utf8_is_refused_at_call_time(
+    kwargs: dict[str, object], field: str
+) -> None:
+    fields: dict[str, object] = {"visitor_id": VID, "name": "x", **kwargs}
+    with pytest.raises(ValidationError, match="lone surrogate") as info:
+        Goal(**fields)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_non_ascii_text_is_kept_as_is() -> None:
+    goal = Goal("visiteur-é", "x", "Café ☕", {"city": "Zürich"})
+    assert (goal.visitor_id, goal.description, goal.metadata) == (
+        "visiteur-é",
+        "Café ☕",
+        {"city": "Zürich"},
+    )
