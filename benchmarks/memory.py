@@ -54,8 +54,8 @@ def _visitors(count: int, offset: int) -> list[str]:
     return [f"{offset + i:08x}-e5f6-4a5b-8c7d-9e0f1a2b3c4d" for i in range(count)]
 
 
-async def _sdk_bytes(count: int, port: int) -> float:
-    visitors = _visitors(count, 0)
+async def _started_client(count: int, port: int) -> DataFast:
+    """A running client whose queue holds ``count`` goals, aimed at a port nobody answers."""
     client = DataFast(
         API_KEY,
         base_url=f"http://127.0.0.1:{port}",
@@ -64,6 +64,12 @@ async def _sdk_bytes(count: int, port: int) -> float:
         shutdown_timeout=0,
     )
     await client.start()
+    return client
+
+
+async def _sdk_bytes(count: int, port: int) -> float:
+    visitors = _visitors(count, 0)
+    client = await _started_client(count, port)
     track = client.track_nowait
     gc.collect()
     tracemalloc.start()
@@ -112,14 +118,7 @@ def _rss_kib() -> int:
 
 async def _rss_child(count: int, port: int) -> dict[str, Any]:
     visitors = _visitors(count, 0)
-    client = DataFast(
-        API_KEY,
-        base_url=f"http://127.0.0.1:{port}",
-        max_queue_size=count,
-        retry=_PATIENT,
-        shutdown_timeout=0,
-    )
-    await client.start()
+    client = await _started_client(count, port)
     gc.collect()
     before = _rss_kib()
     for visitor in visitors:
