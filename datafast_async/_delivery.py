@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
@@ -65,10 +66,14 @@ class Delivery:
         """The validated goal (the same object every time)."""
         goal = self._goal
         if goal is None:
-            # Built once, in whichever thread asks first; the fields were validated already.
-            goal = self._goal = checked_goal(
-                self._visitor_id, self._name, self._description, self._metadata
-            )
+            # Built once, by whichever thread asks first (the lock only on this slow path, so
+            # two threads cannot build two); the fields were validated already.
+            with _build_lock:
+                goal = self._goal
+                if goal is None:
+                    goal = self._goal = checked_goal(
+                        self._visitor_id, self._name, self._description, self._metadata
+                    )
         return goal
 
     def __repr__(self) -> str:
@@ -89,8 +94,11 @@ class Delivery:
         """The API's answer once the goal was delivered, else ``None``."""
         outcome = self._outcome
         if type(outcome) is bytes:
-            # Read once, in whichever thread asks first (both would read the same answer).
-            outcome = self._outcome = read_result(outcome)
+            # Read once, by whichever thread asks first (the same object for every caller).
+            with _build_lock:
+                outcome = self._outcome
+                if type(outcome) is bytes:
+                    outcome = self._outcome = read_result(outcome)
         return outcome if isinstance(outcome, GoalResult) else None
 
     @property
@@ -151,6 +159,8 @@ class Delivery:
 
 
 _new_delivery = object.__new__
+# Guards the lazy building of a Delivery's Goal and GoalResult (rare, never on the hot path).
+_build_lock = threading.Lock()
 
 
 def pending(

@@ -108,6 +108,8 @@ class AiohttpTransport:
                 headers=self._headers,
                 timeout=self._timeout,
                 allow_redirects=False,
+                # Whatever a session of the user's says: statuses are ours to read (_wire).
+                raise_for_status=False,
             )
             try:
                 length = response.content_length  # a property that parses the header

@@ -255,3 +255,16 @@ async def test_a_bad_request_from_the_server_is_final(fake: FakeDataFast) -> Non
         with pytest.raises(BadRequestError):
             await df.send("v", "signup")
     assert len(fake.requests) == 1
+
+
+async def test_a_session_that_raises_for_status_still_gets_typed_api_errors(
+    fake: FakeDataFast,
+) -> None:
+    fake.fail_next(400)
+    async with (
+        aiohttp.ClientSession(raise_for_status=True) as session,
+        client_for(fake, session=session) as df,
+    ):
+        with pytest.raises(BadRequestError):
+            await df.send("v", "signup")
+    assert len(fake.requests) == 1
