@@ -205,10 +205,6 @@ class GoalQueue:
         return len(self._items)
 
     @property
-    def in_flight(self) -> int:
-        return len(self._active)
-
-    @property
     def pending(self) -> int:
         """Goals accepted and not finished: queued plus in flight."""
         with self._lock:

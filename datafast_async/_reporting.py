@@ -116,10 +116,6 @@ class Reporter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    @property
-    def pending_tasks(self) -> int:
-        return len(self._tasks)
-
     async def aclose(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for async callbacks, then cancel the rest."""
         if not self._tasks:

@@ -65,10 +65,6 @@ class Sender:
         self._stopping = False
         self._orphaned = False
 
-    @property
-    def limiter(self) -> Limiter:
-        return self._limiter
-
     # -- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -177,8 +173,8 @@ class Sender:
         The task that owns the client may be cancelled in the same sweep, and its ``aclose()``
         stops intake before its first await. So first give it a few turns; then either hand
         this worker's job (and the goal it held) to a fresh task, for aclose() to drain the
-        queue with, or treat the
-        loop as ending without aclose(): every goal held is failed, counted and warned about.
+        queue with, or treat the loop as ending without aclose(): every goal held is failed,
+        counted and warned about.
         """
         for _ in range(_OWNER_TURNS):
             await asyncio.sleep(0)
@@ -222,12 +218,8 @@ class Sender:
             limiter.release()
         return outcome_of(response)
 
-    def _settle_attempt(
-        self, delivery: Delivery, attempt: int, outcome: bytes | DataFastError
-    ) -> None:
-        if isinstance(outcome, bytes):
-            self._finish(delivery, outcome)
-            return
+    def _settle_attempt(self, delivery: Delivery, attempt: int, outcome: DataFastError) -> None:
+        """A failed attempt: retry the goal later, or fail it."""
         # A Retry-After holds the whole sender, whether or not this goal is retried.
         self._pause_for(outcome)
         delay = retry_delay(self._policy, outcome, attempt)

@@ -38,8 +38,6 @@ _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 # json.loads makes a new string per response; the confirmation message is nearly always the
 # same, so results share one copy.
 _KNOWN_MESSAGES = {"Custom event created successfully": "Custom event created successfully"}
-# The API's usual answer, read without building the JSON document (json.loads costs several
-# times more on the sender's path). Anything else, escapes included, goes through json.loads.
 # The API's usual answer, read without building a JSON document (json.loads costs several
 # times more on the sender's path): first as compact JSON, then with any JSON white space.
 # Anything else, escapes included, goes through json.loads.
