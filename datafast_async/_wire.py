@@ -13,11 +13,14 @@ import re
 import time
 from collections.abc import Callable, Mapping
 
+import attrs
+
 from ._errors import APIError, error_for_status
 from ._models import Goal, GoalResult, new_result
-from ._transport import Response
 
 __all__ = [
+    "Request",
+    "Response",
     "decode_response",
     "encode_fields",
     "encode_goal",
@@ -68,6 +71,26 @@ _WS = rb"[ \t\n\r]*"  # JSON's white space
 _SUCCESS_SPACED_RE = re.compile(_WS + _WS.join(_SUCCESS_TOKENS) + _WS)
 
 
+@attrs.frozen
+class Request:
+    """One request as a transport sends it."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@attrs.frozen
+class Response:
+    """What came back: status, reason phrase, the ``Retry-After`` header and the body."""
+
+    status: int
+    body: bytes = b""
+    reason: str = ""
+    retry_after: str | None = None
+
+
 def encode_goal(goal: Goal) -> bytes:
     """The JSON body for one goal; absent optional fields are left out."""
     return encode_fields(goal.visitor_id, goal.name, goal.description, goal.metadata)
@@ -96,23 +119,22 @@ def encode_fields(
 
 def decode_response(response: Response) -> GoalResult | APIError:
     """What a response means: the API's answer for a 2xx, the matching ``APIError`` otherwise."""
-    outcome = outcome_of(response)
+    outcome = outcome_of(response.status, response.body, response.reason, response.retry_after)
     return read_result(outcome) if isinstance(outcome, bytes) else outcome
 
 
-def outcome_of(response: Response) -> bytes | APIError:
-    """What a response means, without reading a success: its body for a 2xx (``read_result``
+def outcome_of(status: int, body: bytes, reason: str, retry_after: str | None) -> bytes | APIError:
+    """What an answer means, without reading a success: its body for a 2xx (``read_result``
     turns it into the ``GoalResult`` when somebody asks), the matching ``APIError`` otherwise.
     """
-    status = response.status
     if 200 <= status < 300:
-        return response.body
-    text = response.body.decode("utf-8", "replace")
+        return body
+    text = body.decode("utf-8", "replace")
     return error_for_status(
         status,
-        _error_message(text, status, response.reason),
+        _error_message(text, status, reason),
         text[:_BODY_LIMIT],
-        retry_after=parse_retry_after(response.retry_after),
+        retry_after=parse_retry_after(retry_after),
     )
 
 

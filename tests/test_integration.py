@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from datafast_async import (
@@ -268,3 +269,71 @@ async def test_a_session_that_raises_for_status_still_gets_typed_api_errors(
         with pytest.raises(BadRequestError):
             await df.send("v", "signup")
     assert len(fake.requests) == 1
+
+
+async def _serve(handler: Any) -> tuple[aiohttp.web.AppRunner, str]:
+    app = aiohttp.web.Application()
+    app.router.add_post("/api/v1/goals", handler)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_an_answer_streamed_in_pieces_is_read_whole() -> None:
+    # The body arrives in three writes with pauses between them, without a Content-Length:
+    # the transport must read past its first chunk.
+    answer = json.dumps(
+        {"status": "success", "data": [{"message": "ok", "eventId": "evt_" + "x" * 3000}]}
+    ).encode()
+
+    async def handler(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        await request.read()
+        response = aiohttp.web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(answer), 1100):
+            await response.write(answer[start : start + 1100])
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    runner, base_url = await _serve(handler)
+    try:
+        async with DataFast("df_test_key", base_url=base_url, retry=NO_WAIT) as df:
+            result = await df.send("v", "signup")
+    finally:
+        await runner.cleanup()
+    assert result.event_id == "evt_" + "x" * 3000
+
+
+async def test_an_endless_error_body_is_read_only_up_to_the_cap() -> None:
+    # A 503 whose body goes on for 1 MiB: the error keeps the first 4,096 characters, the
+    # client reads no more than 64 KiB of it, and the goal still fails in good time.
+    chunk = b"<p>overloaded</p>" + b"." * (64 * 1024)
+
+    async def handler(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        await request.read()
+        response = aiohttp.web.StreamResponse(status=503)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(16):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    runner, base_url = await _serve(handler)
+    try:
+        async with DataFast(
+            "df_test_key", base_url=base_url, retry=RetryPolicy(max_attempts=1)
+        ) as df:
+            with pytest.raises(ServerError) as info:
+                await df.send("v", "signup")
+    finally:
+        await runner.cleanup()
+    assert info.value.status == 503
+    assert "overloaded" in info.value.message
+    assert info.value.body is not None
+    assert len(info.value.body) == 4096
