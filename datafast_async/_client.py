@@ -270,7 +270,9 @@ class DataFast:
         run = self._run
         if run.intake is _get_running_loop():
             if run.queue.offer(delivery):
-                run.sender.notify()  # type: ignore[union-attr]
+                sender = run.sender
+                if sender.idle:  # type: ignore[union-attr]
+                    sender.notify()  # type: ignore[union-attr]
                 return delivery
             return self._refuse(delivery)
         return self._track_elsewhere(delivery)

@@ -55,7 +55,9 @@ class Sender:
         self._worker_count = workers
         self._on_orphaned = on_orphaned
         self._workers: list[asyncio.Task[None]] = []
-        self._idle: deque[asyncio.Future[None]] = deque()
+        #: Futures of the workers waiting for work (``track_nowait`` skips ``notify`` when
+        #: there are none, its common case under load).
+        self.idle: deque[asyncio.Future[None]] = deque()
         self._ready: deque[_Item] = deque()
         self._heap: list[tuple[float, int, _Item]] = []
         self._sequence = itertools.count()
@@ -78,7 +80,7 @@ class Sender:
 
     def notify(self, count: int = 1) -> None:
         """Wake up to ``count`` idle workers: there is work. Called in the client's loop."""
-        idle = self._idle
+        idle = self.idle
         while count > 0 and idle:
             future = idle.popleft()
             if not future.done():
@@ -206,15 +208,15 @@ class Sender:
         # An idle worker waits without a deadline: it is woken by new work, or cancelled by
         # stop(); it holds no goal while it waits.
         future: asyncio.Future[None] = self._loop.create_future()
-        self._idle.append(future)
+        self.idle.append(future)
         try:
             await future
         finally:
             # (A loop closed with this task still pending closes it here: nothing to cancel.)
             if not future.done() and not self._loop.is_closed():
                 future.cancel()
-            if future in self._idle:
-                self._idle.remove(future)
+            if future in self.idle:
+                self.idle.remove(future)
 
     async def _attempt(self, body: bytes) -> bytes | DataFastError:
         """One request for one goal's body (``send()``'s; the workers inline these steps):

@@ -141,22 +141,12 @@ def validate_goal(
         normalized = normalize_name(name)
     if description is not None and (type(description) is not str or not description.isascii()):
         description = check_description(description)
-    checked = None if metadata is None else normalize_metadata(metadata)
-    return visitor_id, normalized, description, checked
-
-
-def normalize_metadata(metadata: object) -> dict[str, str] | None:
-    """Check metadata and return a fresh ``dict[str, str]`` for the wire.
-
-    ``None`` values are left out; ``bool``, ``int`` and ``float`` values become their JSON text;
-    then at most 10 keys matching ``^[a-z0-9_-]{1,64}$``, each value at most 255 characters.
-    """
     if metadata is None:
-        return None
+        return visitor_id, normalized, description, None
     if type(metadata) is dict and len(metadata) <= MAX_METADATA_KEYS:
-        # The common case, a plain dict of short str values under keys seen before: copied in
-        # C, then checked. Anything else (None values, numbers, new keys) takes the loop below,
-        # which also explains failures.
+        # The common case, inline: a plain dict of short ASCII str values under keys seen
+        # before, copied in C, then checked. Anything else (None values, numbers, new keys)
+        # takes normalize_metadata, which also explains failures.
         copy: dict[str, str] = metadata.copy()
         for key, value in copy.items():
             if (
@@ -167,7 +157,19 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
             ):
                 break
         else:
-            return copy
+            return visitor_id, normalized, description, copy
+    return visitor_id, normalized, description, normalize_metadata(metadata)
+
+
+def normalize_metadata(metadata: object) -> dict[str, str] | None:
+    """Check metadata and return a fresh ``dict[str, str]`` for the wire (``validate_goal``
+    checks the common case inline and calls this for anything else).
+
+    ``None`` values are left out; ``bool``, ``int`` and ``float`` values become their JSON text;
+    then at most 10 keys matching ``^[a-z0-9_-]{1,64}$``, each value at most 255 characters.
+    """
+    if metadata is None:
+        return None
     if type(metadata) is not dict and not isinstance(metadata, Mapping):
         raise ValidationError(
             "metadata", f"metadata must be a mapping or None, got {type(metadata).__name__}"
