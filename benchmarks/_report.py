@@ -181,6 +181,15 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
         _s(enqueue, "bare_put_nowait_ns"),
         "ns",
     )
+    for step, label in (
+        ("empty_loop", "an empty `for` loop, per turn"),
+        ("metadata_literal", "building the 2-key metadata dict"),
+        ("validate", "`validate_goal`: every rule, and the metadata copied"),
+        ("delivery", "building the `Delivery`"),
+        ("offer", "`GoalQueue.offer`: the lock, the bound, the count"),
+        ("running_loop", "`asyncio._get_running_loop()`: which thread is calling"),
+    ):
+        add(f"`track_nowait`'s steps, one at a time: {label}", _s(enqueue, f"step_{step}_ns"), "ns")
     delivery = results.get("delivery") or {}
     for n in sorted(delivery, key=int):
         add(f"raw aiohttp loop, N = {n}: goals/s", _s(delivery, n, "raw_rate"), "/s")
