@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import attrs
 
@@ -22,7 +23,9 @@ class Goal:
         description: Optional free text.
         metadata: Optional mapping of at most 10 keys (``^[a-z0-9_-]{1,64}$``) to values of at
             most 255 characters. ``None`` values are left out; ``bool``/``int``/``float`` values
-            become their JSON text (``True`` -> ``"true"``). The goal keeps its own copy.
+            become their JSON text (``True`` -> ``"true"``). The goal keeps its own read-only
+            copy, which compares equal to a plain ``dict`` (``dict(goal.metadata)`` gives one
+            to change).
 
     Raises:
         ValidationError: The goal breaks one of those rules; ``.field`` names the field.
@@ -46,6 +49,28 @@ class Goal:
         _fill(self, *validate_goal(visitor_id, name, description, metadata))
 
 
+class _Metadata(dict[str, str]):
+    """A goal's metadata: a ``dict`` (equal to one, JSON-ready, picklable) that cannot be
+    changed, so a ``Goal`` sends exactly what was validated."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a Goal's metadata is read-only; copy it with dict(goal.metadata)")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[_Metadata], tuple[dict[str, str]]]:
+        return (_Metadata, (dict(self),))
+
+    def __copy__(self) -> _Metadata:
+        return self  # immutable: a copy is the same value
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Metadata:
+        return self
+
+
 _set_visitor_id = Goal.__dict__["visitor_id"].__set__
 _set_name = Goal.__dict__["name"].__set__
 _set_description = Goal.__dict__["description"].__set__
@@ -63,7 +88,9 @@ def _fill(
     _set_visitor_id(goal, visitor_id)
     _set_name(goal, name)
     _set_description(goal, description)
-    _set_metadata(goal, metadata)
+    # Its own read-only copy: the caller's dict (or a Delivery's, which is what gets sent)
+    # cannot change it, nor can it change them.
+    _set_metadata(goal, None if metadata is None else _Metadata(metadata))
 
 
 def checked_goal(

@@ -75,6 +75,19 @@ async def test_tracked_goals_are_delivered_in_the_background(
     assert df.stats() == Stats(enqueued=1, delivered=1)
 
 
+async def test_a_queued_goal_sends_what_was_validated_whatever_is_done_to_its_dicts(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    source = {"plan": "pro"}
+    async with make_client() as df:
+        delivery = df.track_nowait("v1", "signup", metadata=source)
+        source["plan"] = "x" * 300  # the caller's dict: copied at the call
+        with pytest.raises(TypeError, match="read-only"):
+            delivery.goal.metadata["Bad Key"] = "y"  # type: ignore[index]
+        await delivery.wait(timeout=5)
+    assert recorder.bodies[0]["metadata"] == {"plan": "pro"}
+
+
 async def test_track_starts_the_client_lazily(make_client: MakeClient) -> None:
     df = make_client()
     delivery = await df.track("v", "signup")

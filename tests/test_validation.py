@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import string
 
 import attrs
@@ -93,6 +94,41 @@ def test_metadata_is_copied() -> None:
     goal = Goal(VID, "x", metadata=source)
     source["plan"] = "free"
     assert goal.metadata == {"plan": "pro"}
+
+
+def test_a_goals_metadata_cannot_be_changed_after_validation() -> None:
+    goal = Goal(VID, "x", metadata={"plan": "pro"})
+    assert goal.metadata is not None
+    for change in (
+        lambda m: m.__setitem__("Bad Key", "x"),
+        lambda m: m.update({"plan": "x" * 300}),
+        lambda m: m.pop("plan"),
+        lambda m: m.clear(),
+        lambda m: m.setdefault("k", "v"),
+        lambda m: m.popitem(),
+        lambda m: m.__delitem__("plan"),
+    ):
+        with pytest.raises(TypeError, match="read-only"):
+            change(goal.metadata)
+    assert goal.metadata == {"plan": "pro"}
+    changed = dict(goal.metadata)  # the way to a copy that can change
+    changed["tier"] = "gold"
+    assert goal.metadata == {"plan": "pro"}
+    assert goal.metadata | {"tier": "gold"} == changed
+
+
+def test_a_goal_survives_pickling_and_copying_with_its_metadata() -> None:
+    import copy
+    import pickle
+
+    goal = Goal(VID, "x", "d", {"plan": "pro", "n": 3})
+    for twin in (pickle.loads(pickle.dumps(goal)), copy.deepcopy(goal), copy.copy(goal)):
+        assert twin == goal
+        assert twin.metadata == {"plan": "pro", "n": "3"}
+        with pytest.raises(TypeError):
+            twin.metadata["plan"] = "free"  # type: ignore[index]
+    assert json.loads(json.dumps(goal.metadata)) == {"plan": "pro", "n": "3"}
+    assert attrs.asdict(goal)["metadata"] == {"plan": "pro", "n": "3"}
 
 
 @pytest.mark.parametrize(
