@@ -151,6 +151,8 @@ class DataFast:
         self._transport_factory = _transport_factory
         self._next_drop_log = 0.0
         self._dropped_logged = 0
+        # Built once: a full queue may refuse every goal of a busy app.
+        self._full_message = f"the queue is full ({self._max_queue_size} goals)"
         self._run = _Run(self._max_queue_size)
 
     def __repr__(self) -> str:
@@ -354,7 +356,7 @@ class DataFast:
                 f"the queue stayed full ({self._max_queue_size} goals) for {self._timeout:g} s"
             )
         else:
-            message = f"the queue is full ({self._max_queue_size} goals)"
+            message = self._full_message
         error = QueueFullError(message)
         if self._on_full == "drop":
             delivery._settle(error)

@@ -93,9 +93,13 @@ class GoalQueue:
 
     def record_drop(self) -> int:
         """Count one goal refused at the door; returns the running total."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # as in offer(): a full queue may refuse every goal of a busy app
+        try:
             self._dropped += 1
             return self._dropped
+        finally:
+            lock.release()
 
     # -- the sender's side (the client's loop) --------------------------------------------
 
