@@ -171,8 +171,17 @@ class Sender:
                     outcome = DataFastError(f"internal error while sending: {exc!r}")
                 if isinstance(outcome, bytes):
                     self._finish(delivery, outcome)  # delivered
-                else:
+                elif isinstance(outcome, DataFastError):
                     self._settle_attempt(delivery, attempt, outcome)
+                else:
+                    # A custom transport broke its contract: fail this goal, keep the worker.
+                    logger.error("the transport answered %r, not bytes or an error", outcome)
+                    self._finish(
+                        delivery,
+                        DataFastError(
+                            f"internal error while sending: the transport answered {outcome!r}"
+                        ),
+                    )
         except asyncio.CancelledError:
             if not self._stopping:
                 await self._cancelled_from_outside(index, delivery, attempt)

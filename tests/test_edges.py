@@ -289,3 +289,35 @@ def test_an_explicit_enabled_true_wins_over_the_environment(
     monkeypatch.setenv("DATAFAST_ENABLED", "0")
     assert "enabled=True" in repr(DataFast("df_unit_test_key", enabled=True))
     assert "enabled=False" in repr(DataFast("df_unit_test_key"))
+
+
+class _BrokenTransport:
+    """A custom transport that breaks the contract: it answers neither bytes nor an error."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, body: bytes) -> object:
+        self.calls += 1
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_transport_breaking_its_contract_fails_the_goal_not_the_worker() -> None:
+    broken = _BrokenTransport()
+    async with DataFast(
+        "df_unit_test_key",
+        concurrency=1,
+        _transport_factory=lambda: broken,  # type: ignore[arg-type,return-value]
+    ) as df:
+        deliveries = [df.track_nowait("v", f"goal_{i}") for i in range(3)]
+        assert await df.flush(timeout=5)
+        stats = df.stats()
+    assert broken.calls == 3  # the one worker went on after each
+    assert stats.failed == 3
+    assert stats.in_flight == 0
+    for delivery in deliveries:
+        assert delivery.error is not None
+        assert "internal error" in str(delivery.error)
