@@ -21,7 +21,6 @@ from ._models import Goal, GoalResult, new_result
 __all__ = [
     "Request",
     "Response",
-    "decode_response",
     "encode_fields",
     "encode_goal",
     "outcome_of",
@@ -115,12 +114,6 @@ def encode_fields(
     for key, value in metadata.items():
         pairs.append(f"{_quote(key)}:{_quote(value)}")
     return f'{head},"metadata":{{{",".join(pairs)}}}}}'.encode()
-
-
-def decode_response(response: Response) -> GoalResult | APIError:
-    """What a response means: the API's answer for a 2xx, the matching ``APIError`` otherwise."""
-    outcome = outcome_of(response.status, response.body, response.reason, response.retry_after)
-    return read_result(outcome) if isinstance(outcome, bytes) else outcome
 
 
 def outcome_of(status: int, body: bytes, reason: str, retry_after: str | None) -> bytes | APIError:

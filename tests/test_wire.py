@@ -20,9 +20,15 @@ from datafast_async import (
     VisitorNotFoundError,
 )
 from datafast_async._transport import Response
-from datafast_async._wire import decode_response, encode_goal, parse_retry_after
+from datafast_async._wire import encode_goal, outcome_of, parse_retry_after, read_result
 
 from .conftest import EVENT_ID, error, ok
+
+
+def decode_response(response: Response) -> GoalResult | APIError:
+    """What an answer means to the sender, with a success read as the user would read it."""
+    outcome = outcome_of(response.status, response.body, response.reason, response.retry_after)
+    return read_result(outcome) if isinstance(outcome, bytes) else outcome
 
 
 @pytest.mark.parametrize(
