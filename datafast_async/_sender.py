@@ -143,9 +143,8 @@ class Sender:
             while True:
                 delivery = None
                 # A retry that is due first, else the queue's oldest goal. This loop runs once
-                # per goal sent, so the common case makes as few calls as it can, and awaits
-                # the transport itself (the same steps as ``_attempt``, one frame fewer for
-                # every wake-up of the request to pass through).
+                # per goal sent, so the common case makes as few calls as it can, and takes
+                # the steps of ``_attempt`` itself (one call and one coroutine fewer per goal).
                 if ready:
                     delivery, attempt, _ = ready.popleft()
                     queue.record_retry()
