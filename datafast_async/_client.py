@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import ssl as ssl_module
 import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -18,11 +18,11 @@ from ._delivery import Delivery, pending
 from ._errors import ClientClosedError, ConfigurationError, DataFastError, QueueFullError
 from ._limiter import Limiter
 from ._models import Goal, GoalResult, Stats
-from ._queue import GoalQueue
-from ._reporting import FailureCallback, Reporter, SuccessCallback, logger
+from ._reporting import DropLog, FailureCallback, Reporter, SuccessCallback, logger
 from ._retry import RetryPolicy
+from ._run import Run, RunState, await_uncancellable, inherit, watch
 from ._sender import Sender
-from ._transport import AiohttpTransport, Transport
+from ._transport import AiohttpTransport, Transport, proxy_for
 from ._validation import validate_goal
 
 __all__ = ["DataFast"]
@@ -30,52 +30,15 @@ __all__ = ["DataFast"]
 OnFull = Literal["drop", "block", "raise"]
 _ON_FULL = ("drop", "block", "raise")
 _DISABLED = GoalResult(event_id=None, message="disabled")
-_DROP_LOG_INTERVAL = 10.0  # seconds between two "queue full" warnings
-_CALLBACK_GRACE = 1.0  # seconds async callbacks get after the shutdown deadline
-_CLOSE_TRANSPORT_TIMEOUT = 5.0
-_ORPHAN_CLOSE_TIMEOUT = 1.0  # seconds to close the session while the loop is ending
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
-_NO_LOOP = object()  # a run's intake while it accepts nothing
 
-_NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
-
-
-class _Run:
-    """One life of a client, from ``start()`` to ``aclose()``, bound to one event loop.
-
-    It never refers back to the client, so a client that is dropped without ``aclose()`` can
-    be garbage-collected (and warn) while its workers still run.
-    """
-
-    def __init__(self, max_queue_size: int) -> None:
-        self.queue = GoalQueue(max_queue_size)
-        self.state = _NEW
-        # The run's loop while it accepts goals (else _NO_LOOP): the hot path compares it
-        # with the running loop, so another thread, or a new loop in this thread, takes the
-        # slow path.
-        self.intake: object = _NO_LOOP
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.sender: Sender | None = None
-        self.transport: Transport | None = None
-        self.reporter: Reporter | None = None
-        self.close_task: asyncio.Task[Stats] | None = None
-        self.final_stats: Stats | None = None
-        self.orphaned = False
-        self.warned = False
-
-    def loop_is_gone(self) -> bool:
-        """The loop this run was bound to has ended (closed, or stopped running)."""
-        loop = self.loop
-        if loop is None:
-            return False
-        if loop.is_closed():
-            return True
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return current is not loop and not loop.is_running()
+_NEW, _RUNNING, _CLOSING, _CLOSED = (
+    RunState.NEW,
+    RunState.RUNNING,
+    RunState.CLOSING,
+    RunState.CLOSED,
+)
 
 
 class DataFast:
@@ -101,6 +64,11 @@ class DataFast:
         enabled: ``False``: validate goals and send nothing. ``None`` (the default) reads
             ``DATAFAST_ENABLED`` (``0``/``false``/``no``/``off`` disable), else ``True``.
         session: An ``aiohttp.ClientSession`` to use; you then close it yourself.
+        ssl: An ``ssl.SSLContext`` for the client's own session: a private CA, a client
+            certificate. (With ``session=``, configure your session instead.)
+
+    Proxies come from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as with requests and httpx;
+    a plain-``http://`` base URL (loopback only) goes through a proxy only on loopback too.
 
     Raises:
         ConfigurationError: A setting is missing or wrong.
@@ -122,6 +90,7 @@ class DataFast:
         on_failure: FailureCallback | None = None,
         enabled: bool | None = None,
         session: aiohttp.ClientSession | None = None,
+        ssl: ssl_module.SSLContext | None = None,
         _transport_factory: Callable[[], Transport] | None = None,
     ) -> None:
         self._settings = resolve_settings(api_key, website_id, base_url, enabled)
@@ -148,18 +117,28 @@ class DataFast:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigurationError("session must be an aiohttp.ClientSession")
         self._session = session
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise ConfigurationError("ssl must be an ssl.SSLContext or None")
+        if ssl is not None and session is not None:
+            raise ConfigurationError(
+                "ssl= and session= together: configure the SSL context on your own session "
+                "(its connector) instead"
+            )
+        self._ssl = ssl
         self._transport_factory = _transport_factory
-        self._next_drop_log = 0.0
-        self._dropped_logged = 0
+        self._drops = DropLog(self._max_queue_size)
         # Built once: a full queue may refuse every goal of a busy app.
         self._full_message = f"the queue is full ({self._max_queue_size} goals)"
-        self._run = _Run(self._max_queue_size)
+        self._run = Run(self._max_queue_size, self._drops)
+        self._warned_lazy = False
+        self._forked_from: int | None = None  # goals the parent's run held, said once here
+        watch(self)
 
     def __repr__(self) -> str:
         s = self._settings
         return (
             f"DataFast(api_key={mask_key(s.api_key)!r}, website_id={s.website_id!r}, "
-            f"base_url={s.base_url!r}, enabled={s.enabled!r}, state={self._run.state!r})"
+            f"base_url={s.base_url!r}, enabled={s.enabled!r}, state={self._run.state.value!r})"
         )
 
     # -- life cycle -----------------------------------------------------------------------
@@ -186,59 +165,110 @@ class DataFast:
             return
         run = self._run
         if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
-            _orphan(run)
-        if run.state == _CLOSING and run.close_task is not None:
-            await _await_uncancellable(run.close_task)
+            run.orphan()
+        if run.state is _CLOSING and run.close_task is not None:
+            await await_uncancellable(run.close_task)
         self._current_run(start=True)
 
-    def _current_run(self, *, start: bool) -> _Run:
-        """The run that serves the running loop, started if needed (in the loop's thread)."""
+    def _current_run(self, *, start: bool) -> Run:
+        """The run that serves the running loop, started if needed (in the loop's thread).
+
+        ``start``: called by ``start()`` (not lazily by ``track``/``send``/``flush``).
+        """
         loop = asyncio.get_running_loop()
         run = self._run
-        if run.state == _RUNNING and run.loop is loop:
+        if run.state is _RUNNING and run.loop is loop:
             return run
+        if self._forked_from is not None:
+            self._say_forked()
+            run = self._run
         if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
-            _orphan(run)
-        if run.state == _CLOSED and (start or run.orphaned):
-            run = self._run = _Run(self._max_queue_size)
-        if run.state == _NEW:
+            run.orphan()
+        if run.state is _CLOSED and (start or run.orphaned):
+            run = self._run = Run(self._max_queue_size, self._drops)
+        if run.state is _NEW:
+            if not start:
+                self._warn_lazy_start()
             self._bind(run, loop)
             return run
-        if run.state == _RUNNING:
+        if run.state is _RUNNING:
             raise DataFastError(
                 "this DataFast client runs in another event loop; use it there, or aclose() it "
                 "first"
             )
         raise ClientClosedError("the DataFast client is closed; call start() to use it again")
 
-    def _bind(self, run: _Run, loop: asyncio.AbstractEventLoop) -> None:
+    def _warn_lazy_start(self) -> None:
+        if self._warned_lazy:
+            return
+        self._warned_lazy = True
+        logger.warning(
+            "the DataFast client was started lazily by its first goal: close it so that goals "
+            "still queued are delivered before the process exits (`async with DataFast(...)`, "
+            "`await df.aclose()`, or the datafast_async.starlette lifespan); goals still queued "
+            "at exit are lost"
+        )
+
+    def _bind(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+        transport: Transport
         if self._transport_factory is not None:
             transport = self._transport_factory()
         else:
+            url = self._settings.url
             transport = AiohttpTransport(
-                self._settings.url,
+                url,
                 self._settings.headers,
                 timeout=self._timeout,
                 concurrency=self._concurrency,
                 session=self._session,
+                ssl=self._ssl,
+                proxy=None if self._session is not None else proxy_for(url),
             )
-        reporter = Reporter(self._on_success, self._on_failure)
-        run.transport = transport
-        run.reporter = reporter
-        run.loop = loop
-        run.sender = Sender(
-            queue=run.queue,
-            transport=transport,
-            policy=self._retry,
-            limiter=Limiter(self._concurrency, loop),
-            reporter=reporter,
-            loop=loop,
-            workers=self._concurrency,
-            on_orphaned=lambda: _orphan_in_loop(run),
+        run.bind(
+            loop,
+            transport,
+            Reporter(self._on_success, self._on_failure),
+            lambda bound: Sender(
+                queue=bound.queue,
+                transport=bound.transport,
+                policy=self._retry,
+                limiter=Limiter(self._concurrency, loop),
+                reporter=bound.reporter,
+                loop=loop,
+                workers=self._concurrency,
+                on_orphaned=bound.orphan_in_loop,
+            ),
         )
-        run.state = _RUNNING
-        run.intake = loop
-        run.sender.start()
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's run (queue, session, journal) stays the parent's;
+        this client starts afresh on first use and says so once."""
+        run = self._run
+        if run.state is _NEW and not len(run.queue):
+            return
+        if run.state is _CLOSED and not run.queue.pending:
+            return
+        inherit(run)
+        self._forked_from = run.queue.pending
+        self._run = Run(self._max_queue_size, self._drops)
+
+    def _say_forked(self) -> None:
+        count, self._forked_from = self._forked_from, None
+        logger.warning(
+            "this process was forked from one whose DataFast client was in use (%d goals "
+            "pending there): they belong to the parent process and are not sent from here; "
+            "this client starts afresh. Create clients after the fork (gunicorn --preload: "
+            "in the app's lifespan) to avoid this",
+            count,
+        )
+
+    def _pending_at_exit(self) -> int:
+        run = self._run
+        if run.state is _CLOSED or not self._enabled:
+            return 0
+        return run.queue.pending
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -273,8 +303,8 @@ class DataFast:
         if run.intake is _get_running_loop():
             if run.queue.offer(delivery):
                 sender = run.sender
-                if sender.idle:  # type: ignore[union-attr]
-                    sender.notify()  # type: ignore[union-attr]
+                if sender.idle:
+                    sender.notify()
                 return delivery
             return self._refuse(delivery)
         return self._track_elsewhere(delivery)
@@ -283,16 +313,18 @@ class DataFast:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""
         running = _get_running_loop()
         run = self._run
-        if running is not None and (run.state == _NEW or run.orphaned or run.loop_is_gone()):
+        if running is not None and (
+            run.state is _NEW or run.orphaned or run.loop_is_gone() or self._forked_from
+        ):
             run = self._current_run(start=False)
-        if run.state not in (_NEW, _RUNNING) or (run.loop is not None and run.loop.is_closed()):
+        if run.state not in (_NEW, _RUNNING) or (run.bound and run.loop.is_closed()):
             raise ClientClosedError("the DataFast client is closed; call start() to use it again")
         # offer() raises ClientClosedError once aclose() has stopped intake, under the queue's
         # own lock: a goal can never slip into a run that is being closed.
         if not run.queue.offer(delivery):
             return self._refuse(delivery)
-        sender, loop = run.sender, run.loop
-        if sender is not None and loop is not None:
+        if run.bound:
+            sender, loop = run.sender, run.loop
             if loop is running:
                 sender.notify()
             else:
@@ -342,15 +374,14 @@ class DataFast:
                 await asyncio.wait((room,), timeout=remaining)
             finally:
                 run.queue.discard_room_waiter(room)
-            if run.state != _RUNNING:
+            if run.state is not _RUNNING:
                 raise ClientClosedError("the DataFast client was closed while track() waited")
-        run.sender.notify()  # type: ignore[union-attr]
+        run.sender.notify()
         return delivery
 
     def _refuse(self, delivery: Delivery, *, waited: bool = False) -> Delivery:
         """A goal that found the queue full: count it, then drop it or raise."""
-        dropped = self._run.queue.record_drop()
-        self._log_drops(dropped)
+        self._drops.record(self._run.queue.record_drop())
         if waited:
             message = (
                 f"the queue stayed full ({self._max_queue_size} goals) for {self._timeout:g} s"
@@ -362,18 +393,6 @@ class DataFast:
             delivery._settle(error)
             return delivery
         raise error
-
-    def _log_drops(self, dropped: int) -> None:
-        now = time.monotonic()
-        if now < self._next_drop_log:
-            return
-        self._next_drop_log = now + _DROP_LOG_INTERVAL
-        count, self._dropped_logged = dropped - self._dropped_logged, dropped
-        logger.warning(
-            "queue full (max_queue_size=%d): %d goals dropped since the last warning",
-            self._max_queue_size,
-            count,
-        )
 
     # -- sending now ----------------------------------------------------------------------
 
@@ -402,9 +421,7 @@ class DataFast:
         goal = Goal(visitor_id, name, description, metadata)
         if not self._enabled:
             return _DISABLED
-        run = self._current_run(start=False)
-        assert run.sender is not None
-        return await run.sender.send_now(goal)
+        return await self._current_run(start=False).sender.send_now(goal)
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -420,9 +437,9 @@ class DataFast:
         if timeout is not None:
             timeout = check_positive("timeout", timeout, allow_zero=True)
         run = self._run
-        if not self._enabled or run.state == _CLOSED or (run.state == _NEW and not len(run.queue)):
+        if not self._enabled or run.state is _CLOSED or (run.state is _NEW and not len(run.queue)):
             return True
-        if run.state != _CLOSING:
+        if run.state is not _CLOSING:
             run = self._current_run(start=False)
         future = run.queue.flush_waiter(asyncio.get_running_loop())
         if future is None:
@@ -451,81 +468,21 @@ class DataFast:
         """
         run = self._run
         if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
-            _orphan(run)
-        if run.state == _CLOSED:
+            run.orphan()
+        if run.state is _CLOSED:
             return run.final_stats or run.queue.snapshot()
-        if run.state == _NEW:
+        if run.state is _NEW:
             if not len(run.queue) or not self._enabled:
                 run.state = _CLOSED
                 run.final_stats = run.queue.snapshot()
                 return run.final_stats
-            self._current_run(start=False)  # goals handed over before start: deliver them
-        if run.close_task is None:
-            seconds = (
-                self._shutdown_timeout
-                if timeout is None
-                else check_positive("timeout", timeout, allow_zero=True)
-            )
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + seconds
-            # Intake stops now, before any await: a worker cancelled in the same step (the
-            # loop's teardown cancelling everything at once) sees that aclose() has begun.
-            run.state = _CLOSING
-            run.intake = _NO_LOOP
-            run.queue.close_intake()
-            assert run.sender is not None
-            run.sender.begin_close(deadline)
-            run.close_task = loop.create_task(
-                self._shutdown(run, deadline, seconds), name="datafast-aclose"
-            )
-        return await _await_uncancellable(run.close_task)
-
-    async def _shutdown(self, run: _Run, deadline: float, seconds: float) -> Stats:
-        loop = asyncio.get_running_loop()
-        sender, reporter, transport = run.sender, run.reporter, run.transport
-        assert sender is not None
-        assert reporter is not None
-        assert transport is not None
-        try:
-            run.queue.abandon_room_waiters()
-            drained = run.queue.flush_waiter(loop)
-            if drained is not None:
-                try:
-                    remaining = deadline - loop.time()
-                    if remaining > 0:
-                        await asyncio.wait((drained,), timeout=remaining)
-                finally:
-                    run.queue.discard_flush_waiter(drained)
-            await sender.stop()
-            lost = sender.abandon_all(
-                f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
-            )
-            if lost:
-                logger.warning("%d goals were still undelivered at the shutdown deadline", lost)
-            await reporter.aclose(max(deadline - loop.time(), _CALLBACK_GRACE))
-            reporter.failure_log.summarise_all()
-            self._log_drops_at_close(run)
-            try:
-                await asyncio.wait_for(transport.aclose(), timeout=_CLOSE_TRANSPORT_TIMEOUT)
-            except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
-                logger.warning("closing the HTTP session failed: %r", exc)
-            run.state = _CLOSED
-            run.final_stats = run.queue.snapshot()
-            return run.final_stats
-        except asyncio.CancelledError:
-            # The loop is ending under aclose() (its teardown cancels every task): what is not
-            # delivered fails now, counted and warned about, as when a loop ends without it.
-            sender.halt()
-            _orphan(run)
-            raise
-
-    def _log_drops_at_close(self, run: _Run) -> None:
-        dropped = run.queue.snapshot().dropped
-        if dropped > self._dropped_logged:
-            self._next_drop_log = 0.0
-            self._log_drops(dropped)
-        self._dropped_logged = 0
-        self._next_drop_log = 0.0
+            self._current_run(start=True)  # goals handed over before start: deliver them
+        seconds = (
+            self._shutdown_timeout
+            if timeout is None
+            else check_positive("timeout", timeout, allow_zero=True)
+        )
+        return await await_uncancellable(run.begin_close(seconds))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -534,64 +491,15 @@ class DataFast:
         return self._run.queue.snapshot()
 
     def __del__(self) -> None:
-        run: _Run | None = getattr(self, "_run", None)
-        if run is None or run.state == _CLOSED or run.warned:
+        run: Run | None = getattr(self, "_run", None)
+        if run is None or run.state is _CLOSED or run.warned:
             return
         pending = run.queue.pending
         if pending:
             run.warned = True
-            warnings.warn(
+            message = (
                 f"DataFast client garbage-collected without aclose() with {pending} goals "
-                "pending; they may be lost",
-                ResourceWarning,
-                source=self,
-                stacklevel=2,
+                "pending; they may be lost"
             )
-
-
-def _orphan(run: _Run) -> None:
-    """The run's loop ended without aclose(): count, report and warn about what it held."""
-    if run.state == _CLOSED:
-        return
-    run.state = _CLOSED
-    run.orphaned = True
-    run.intake = _NO_LOOP
-    run.queue.close_intake()
-    pending = run.queue.pending
-    if run.sender is not None and run.reporter is not None:
-        run.reporter.async_allowed = False
-        run.sender.abandon_all("the event loop ended before the goal was delivered (no aclose())")
-    run.final_stats = run.queue.snapshot()
-    if pending and not run.warned:
-        run.warned = True
-        warnings.warn(
-            f"the event loop of a DataFast client ended before aclose() with {pending} goals "
-            "pending; they were not delivered",
-            ResourceWarning,
-            stacklevel=2,
-        )
-
-
-async def _orphan_in_loop(run: _Run) -> None:
-    """``_orphan`` from a worker cancelled as the loop ends: also close the HTTP session."""
-    _orphan(run)
-    if run.transport is not None:
-        with contextlib.suppress(asyncio.TimeoutError, OSError, aiohttp.ClientError):
-            await asyncio.wait_for(run.transport.aclose(), _ORPHAN_CLOSE_TIMEOUT)
-
-
-async def _await_uncancellable(task: asyncio.Task[Stats]) -> Stats:
-    """Wait for ``task`` (which has its own deadline) even while being cancelled; then
-    re-raise the cancellation."""
-    cancelled: asyncio.CancelledError | None = None
-    with anyio.CancelScope(shield=True):
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError as exc:
-                if task.done() and task.cancelled():
-                    raise
-                cancelled = exc
-    if cancelled is not None:
-        raise cancelled
-    return task.result()
+            logger.warning("%s", message)
+            warnings.warn(message, ResourceWarning, source=self, stacklevel=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -12,7 +13,14 @@ import attrs
 from ._errors import ConfigurationError
 from ._version import __version__
 
-__all__ = ["DEFAULT_BASE_URL", "USER_AGENT", "Settings", "mask_key", "resolve_settings"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "USER_AGENT",
+    "Settings",
+    "is_loopback",
+    "mask_key",
+    "resolve_settings",
+]
 
 DEFAULT_BASE_URL = "https://datafa.st"
 USER_AGENT = f"datafast-async/{__version__}"
@@ -85,7 +93,8 @@ def resolve_settings(
     if enabled:
         if key is None:
             raise ConfigurationError(
-                "no API key: pass api_key=... or set DATAFAST_API_KEY (or enabled=False)"
+                "no API key: pass api_key=... or set DATAFAST_API_KEY; to validate goals and "
+                "send nothing (tests, local runs), pass enabled=False or set DATAFAST_ENABLED=0"
             )
         if not key.startswith(("df_", "dft_")):
             raise ConfigurationError(
@@ -111,7 +120,28 @@ def _check_base_url(url: str) -> str:
         raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
     if parts.query or parts.fragment:
         raise ConfigurationError(f"base_url must not have a query or fragment, got {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError("base_url must not hold credentials (user:password@)")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigurationError(
+            f"base_url {url!r} is plain http:// to a host that is not this machine: the API "
+            "key would cross the network in clear text. Use https:// (plain http:// is "
+            "accepted only for localhost, 127.0.0.0/8 and ::1)"
+        )
     return url
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: ``localhost``, ``127.0.0.0/8`` or ``::1``."""
+    if not host:
+        return False
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:

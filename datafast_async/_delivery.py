@@ -10,7 +10,8 @@ import anyio
 
 from ._errors import DataFastError
 from ._models import Goal, GoalResult, checked_goal
-from ._wire import encode_fields, read_result
+from ._outcome import read_result
+from ._wire import encode_fields
 
 __all__ = ["Delivery", "pending"]
 

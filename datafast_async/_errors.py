@@ -5,9 +5,13 @@
     ├── ValidationError (also ValueError)      a goal breaks the API's rules; .field
     ├── QueueFullError                         the queue had no room
     ├── ClientClosedError                      track/send after aclose()
-    ├── ShutdownError                          still undelivered at aclose()'s deadline
-    ├── TransportError                         no HTTP answer: refused, reset, DNS, timeout
-    └── APIError                               the API answered 4xx/5xx; .status .message .body
+    ├── ShutdownError                          still undelivered at aclose()'s deadline;
+    │                                          .maybe_delivered .spooled
+    ├── TransportError                         no HTTP answer: refused, reset, DNS, timeout,
+    │                                          a certificate that does not verify
+    └── APIError                               an answer that is not a success: 4xx/5xx, a 3xx
+                                               (not followed), a 2xx that is not DataFast's;
+                                               .status .message .body
         ├── BadRequestError          400
         ├── AuthenticationError      401
         ├── PermissionDeniedError    403
@@ -16,11 +20,14 @@
         └── ServerError              5xx
 
 Whether an error is worth another attempt is the ``retriable`` attribute of the error, read in
-one place (the sender). ``error_for_status`` is the one place where an HTTP status becomes an
-error class.
+one place (``_retry.decide``). Whether every later request would get the same answer (a refused
+key, a wrong host) is ``opens_circuit``, read by the circuit breaker. ``error_for_status`` is the
+one place where an HTTP status becomes an error class.
 """
 
 from __future__ import annotations
+
+import copy
 
 __all__ = [
     "APIError",
@@ -38,6 +45,7 @@ __all__ = [
     "ValidationError",
     "VisitorNotFoundError",
     "error_for_status",
+    "own_copy",
 ]
 
 
@@ -46,6 +54,9 @@ class DataFastError(Exception):
 
     #: Whether the same request may succeed if it is sent again.
     retriable: bool = False
+    #: Whether every later request would get the same answer (a refused key, a wrong host, a
+    #: certificate that does not verify): the sender's circuit breaker opens on it.
+    opens_circuit: bool = False
 
 
 class ConfigurationError(DataFastError, ValueError):
@@ -77,17 +88,78 @@ class ClientClosedError(DataFastError):
 
 
 class ShutdownError(DataFastError):
-    """The goal was still undelivered when ``aclose()``'s deadline came."""
+    """The goal was still undelivered when ``aclose()``'s deadline came (or its loop ended).
+
+    Attributes:
+        maybe_delivered: ``True`` when an attempt for the goal ended without an HTTP answer
+            after its request may have left (cut at the deadline, reset, timeout): DataFast may
+            have recorded it. ``False`` when every attempt got an answer or never connected.
+        spooled: ``True`` when the goal stays in the durable spool and the next start sends
+            it (never reported to ``on_failure`` then).
+    """
+
+    def __init__(
+        self, message: str, *, maybe_delivered: bool = False, spooled: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
+        self.spooled = spooled
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_shutdown_error, (str(self), self.maybe_delivered, self.spooled))
+
+
+def _rebuild_shutdown_error(message: str, maybe_delivered: bool, spooled: bool) -> ShutdownError:
+    return ShutdownError(message, maybe_delivered=maybe_delivered, spooled=spooled)
 
 
 class TransportError(DataFastError):
-    """No HTTP answer: connection refused or reset, DNS failure, or timeout."""
+    """No HTTP answer: connection refused or reset, DNS failure, timeout, or a TLS certificate
+    that does not verify (final: retrying cannot fix it).
+
+    Attributes:
+        maybe_delivered: ``False`` when the request cannot have reached the server (no
+            connection was made); ``True`` when it may have (reset or timeout after sending).
+    """
 
     retriable = True
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_delivered: bool = True,
+        retriable: bool = True,
+        opens_circuit: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
+        self.retriable = retriable
+        self.opens_circuit = opens_circuit
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_transport_error,
+            (type(self), str(self), self.maybe_delivered, self.retriable, self.opens_circuit),
+        )
+
+
+def _rebuild_transport_error(
+    cls: type[TransportError],
+    message: str,
+    maybe_delivered: bool,
+    retriable: bool,
+    opens_circuit: bool,
+) -> TransportError:
+    return cls(
+        message, maybe_delivered=maybe_delivered, retriable=retriable, opens_circuit=opens_circuit
+    )
+
 
 class APIError(DataFastError):
-    """The API answered with a 4xx or 5xx status.
+    """The answer was not a success: a 4xx or 5xx status, a 3xx (redirects are not followed:
+    the key must never reach another host), or a 2xx whose body is not DataFast's success
+    answer (a captive portal, a wrong host). The last two are final.
 
     Attributes:
         status: The HTTP status code.
@@ -116,14 +188,28 @@ class APIError(DataFastError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_api_error,
-            (type(self), self.status, self.message, self.body, self.retry_after),
+            (
+                type(self),
+                self.status,
+                self.message,
+                self.body,
+                self.retry_after,
+                self.opens_circuit,
+            ),
         )
 
 
 def _rebuild_api_error(
-    cls: type[APIError], status: int, message: str, body: str, retry_after: float | None
+    cls: type[APIError],
+    status: int,
+    message: str,
+    body: str,
+    retry_after: float | None,
+    opens_circuit: bool = False,
 ) -> APIError:
-    return cls(status, message, body, retry_after=retry_after)
+    error = cls(status, message, body, retry_after=retry_after)
+    error.opens_circuit = opens_circuit
+    return error
 
 
 class BadRequestError(APIError):
@@ -180,3 +266,15 @@ def error_for_status(
     if cls is None:
         cls = ServerError if status >= 500 else APIError
     return cls(status, message, body, retry_after=retry_after)
+
+
+def own_copy(error: DataFastError) -> DataFastError:
+    """A fresh instance of ``error`` (same class, message and attributes, no traceback) whose
+    ``__cause__`` is ``error``: each goal failed by one shared cause gets its own exception, so
+    awaiting many ``Delivery`` objects never chains one traceback onto another."""
+    clone = copy.copy(error)
+    clone.__dict__.update(error.__dict__)
+    clone.__traceback__ = None
+    clone.__context__ = None
+    clone.__cause__ = error
+    return clone

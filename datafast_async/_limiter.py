@@ -1,8 +1,10 @@
 """The in-flight limit: how many requests are out at once, and the sender-wide pause.
 
-The limit is a value that may change while the sender runs (adaptive concurrency lowers it on
-429s and timeouts and raises it again on success), not a semaphore fixed at start. A
-``Retry-After`` pauses every request that has not started yet, the queue's and ``send()``'s.
+Today the limit is the client's ``concurrency``, fixed for the life of a run; ``limit`` can be
+set while requests wait (slots are then handed over at once), which is the seam adaptive
+concurrency will use. A ``Retry-After`` pauses every request that has not started yet, the
+queue's and ``send()``'s. Workers take a slot before they take a goal, so a goal never waits
+in front of the limiter.
 """
 
 from __future__ import annotations

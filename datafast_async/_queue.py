@@ -2,13 +2,18 @@
 
 ``GoalQueue`` only buffers and counts; it does no I/O and knows nothing of HTTP, so it is tested
 alone. A goal enters with ``offer`` (from any thread), leaves the queue with ``take`` (the
-sender, in the client's loop) and ends with ``finish`` or ``abandon_all``. At every moment::
+sender, in the client's loop) and ends with ``finish`` (``take_all`` takes every queued goal
+at once, to end them). At every moment::
 
     enqueued == delivered + failed + queued + in_flight
 
 where ``queued`` is the queue's length and ``in_flight`` the goals taken and not yet finished
 (sending or waiting to retry). Every change to those numbers happens under one lock, so a
 snapshot taken from any thread is consistent.
+
+The bound counts goals waiting to retry together with the queued ones (``park``/``unpark``), so
+however long the API is down, at most ``maxsize`` goals wait and at most one per worker is
+being sent.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class GoalQueue:
         self._failed = 0
         self._dropped = 0
         self._retries = 0
+        self._parked = 0  # taken goals waiting to retry: they count against maxsize
         self._flush_waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
@@ -67,7 +73,7 @@ class GoalQueue:
                 raise ClientClosedError(
                     "the DataFast client is closed; call start() to use it again"
                 )
-            if len(self._items) >= self.maxsize:
+            if len(self._items) + self._parked >= self.maxsize:
                 return False
             self._items.append(delivery)
             self._enqueued += 1
@@ -77,7 +83,8 @@ class GoalQueue:
 
     def close_intake(self) -> None:
         """Refuse every later ``offer``: the run is closing (set under the lock, so a goal
-        handed over by another thread is either in before ``abandon_all`` or refused)."""
+        handed over by another thread is either in before the sender ends what is left, or
+        refused)."""
         with self._lock:
             self._closed = True
 
@@ -119,13 +126,45 @@ class GoalQueue:
             _wake_first(self._room_waiters)
         return delivery
 
+    def take_all(self) -> list[Delivery]:
+        """Every queued goal at once, now in flight (to be failed: shutdown, an open circuit)."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            for delivery in items:
+                self._active[delivery] = self._taken
+                self._taken += 1
+        if self._room_waiters:
+            self.abandon_room_waiters()
+        return items
+
     def is_active(self, delivery: Delivery) -> bool:
         """Whether a goal is taken and not finished."""
         return delivery in self._active
 
-    def record_retry(self) -> None:
+    @property
+    def active(self) -> list[Delivery]:
+        """The goals taken and not finished, oldest first."""
         with self._lock:
-            self._retries += 1
+            return list(self._active)
+
+    def park(self) -> None:
+        """A taken goal waits to retry: it counts against the bound until ``unpark``."""
+        with self._lock:
+            self._parked += 1
+
+    def unpark(self, *, retry: bool) -> None:
+        """A goal that waited to retry is sent again (``retry``), or ends while waiting."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._parked -= 1
+            if retry:
+                self._retries += 1
+        finally:
+            lock.release()
+        if self._room_waiters:
+            _wake_first(self._room_waiters)
 
     def finish(self, delivery: Delivery, delivered: bool) -> bool:
         """Count a goal taken earlier as delivered or failed; ``False`` if it was not active."""
@@ -146,19 +185,6 @@ class GoalQueue:
         if waiters and self._taken >= waiters[0][0]:
             self._check_flush()
         return True
-
-    def abandon_all(self) -> list[Delivery]:
-        """Count every queued and in-flight goal as failed and hand them back to be reported."""
-        with self._lock:
-            abandoned = list(self._active)
-            abandoned.extend(self._items)
-            self._failed += len(abandoned)
-            self._taken += len(self._items)
-            self._active.clear()
-            self._items.clear()
-        self._check_flush()
-        self.abandon_room_waiters()
-        return abandoned
 
     # -- waiting (the client's loop) ------------------------------------------------------
 

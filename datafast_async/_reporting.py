@@ -5,7 +5,12 @@ it returns runs as a task that this reporter owns and awaits (with a deadline) a
 exception inside a callback is logged at ERROR with its traceback and never reaches the sender.
 
 While the API is down, thousands of goals fail the same way: the first failure of a kind is
-logged, the rest are counted and summed up in one line per window.
+logged, the rest are counted and summed up in one line per window; attempts that fail and are
+retried are summed up by status in one rate-limited line.
+
+The package logger has no handler of its own: with no logging configured at all, Python's
+last-resort handler still prints its WARNING and ERROR lines to stderr, so a loss is never
+silent. An application that configures logging decides where they go.
 """
 
 from __future__ import annotations
@@ -20,12 +25,9 @@ from typing import Any
 from ._errors import DataFastError
 from ._models import Goal, GoalResult
 
-__all__ = ["FailureLog", "Reporter", "logger"]
+__all__ = ["AttemptLog", "DropLog", "FailureLog", "Reporter", "logger"]
 
 logger = logging.getLogger("datafast_async")
-# A library prints nothing: without this, Python's last-resort handler would write WARNINGs to
-# stderr in an application that has not configured logging.
-logger.addHandler(logging.NullHandler())
 
 SuccessCallback = Callable[[Goal, GoalResult], object]
 FailureCallback = Callable[[Goal, DataFastError], object]
@@ -68,6 +70,72 @@ class FailureLog:
                 time.monotonic() - entry[0],
             )
             entry[1] = 0
+
+
+class DropLog:
+    """One WARNING per ``window`` seconds while a full queue refuses goals, with the count."""
+
+    def __init__(self, max_queue_size: int, window: float = 10.0) -> None:
+        self._max_queue_size = max_queue_size
+        self._window = window
+        self._next = 0.0
+        self._logged = 0
+
+    def record(self, dropped: int) -> None:
+        """``dropped``: the run's running total of goals refused at the door."""
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._window
+        count, self._logged = dropped - self._logged, dropped
+        logger.warning(
+            "queue full (max_queue_size=%d): %d goals dropped since the last warning",
+            self._max_queue_size,
+            count,
+        )
+
+    def at_close(self, dropped: int) -> None:
+        """The run ends: say what was not said yet, and start again for the next run."""
+        if dropped > self._logged:
+            self._next = 0.0
+            self.record(dropped)
+        self._logged = 0
+        self._next = 0.0
+
+
+class AttemptLog:
+    """One WARNING per ``window`` seconds while attempts keep failing (and are retried), with
+    the failures counted by status: a user learns that the API is struggling even when every
+    goal is delivered in the end."""
+
+    def __init__(self, window: float = 30.0) -> None:
+        self._window = window
+        self._next = 0.0
+        self._since = 0.0
+        self._counts: dict[str, int] = {}
+
+    def record(self, error: DataFastError) -> None:
+        status = getattr(error, "status", None)
+        kind = str(status) if status is not None else type(error).__name__
+        counts = self._counts
+        counts[kind] = counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now >= self._next:
+            self._log(now)
+
+    def _log(self, now: float) -> None:
+        counts, self._counts = self._counts, {}
+        shown = ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items()))
+        if self._next:
+            logger.warning(
+                "attempts keep failing and are retried: %s in the last %.0f s",
+                shown,
+                now - self._since,
+            )
+        else:
+            logger.warning("an attempt failed and will be retried: %s", shown)
+        self._since = now
+        self._next = now + self._window
 
 
 class Reporter:

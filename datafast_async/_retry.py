@@ -1,4 +1,6 @@
-"""The retry policy: bounded attempts, full-jitter backoff, and ``Retry-After`` limits."""
+"""The retry policy (bounded attempts, full-jitter backoff, ``Retry-After`` limits, the circuit
+breaker's cool-down) and ``decide``, the one retry decision of the queue's goals and ``send()``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import attrs
 
 from ._errors import DataFastError
 
-__all__ = ["RetryPolicy", "retry_delay"]
+__all__ = ["PAST_DEADLINE", "RetryPolicy", "decide", "retry_delay"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -32,6 +34,9 @@ class RetryPolicy:
         max_delay: Seconds; the cap of that range.
         max_retry_after: Seconds; a ``Retry-After`` replaces the computed wait, and one longer
             than this fails the goal with its ``RateLimitError`` instead of holding it.
+        circuit_cooldown: Seconds the circuit breaker stays open after an answer that every
+            request would get (a refused key, a wrong host) before one goal probes the API.
+        max_circuit_cooldown: Seconds; each failed probe doubles the cool-down up to this.
 
     Delays of zero are valid and make retries immediate (useful in tests).
 
@@ -43,6 +48,8 @@ class RetryPolicy:
     initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
     max_delay: float = attrs.field(default=30.0, validator=_non_negative)
     max_retry_after: float = attrs.field(default=300.0, validator=_non_negative)
+    circuit_cooldown: float = attrs.field(default=30.0, validator=_non_negative)
+    max_circuit_cooldown: float = attrs.field(default=300.0, validator=_non_negative)
 
     def backoff(self, retry: int) -> float:
         """The wait in seconds before retry number ``retry`` (1 for the second attempt)."""
@@ -62,3 +69,25 @@ def retry_delay(policy: RetryPolicy, error: DataFastError, attempt: int) -> floa
     if retry_after is not None:
         return retry_after if retry_after <= policy.max_retry_after else None
     return policy.backoff(attempt)
+
+
+#: ``decide``'s answer when a retry would only start after the shutdown deadline.
+PAST_DEADLINE = -1.0
+
+
+def decide(
+    policy: RetryPolicy,
+    error: DataFastError,
+    attempt: int,
+    now: float,
+    deadline: float | None,
+) -> float | None:
+    """The one retry decision: after attempt ``attempt`` failed with ``error``, the seconds to
+    wait before the next one; ``None`` when ``error`` is final; ``PAST_DEADLINE`` when the
+    next attempt could only start after ``deadline`` (``aclose()``'s, or ``None``)."""
+    delay = retry_delay(policy, error, attempt)
+    if delay is None:
+        return None
+    if deadline is not None and now + delay > deadline:
+        return PAST_DEADLINE
+    return delay

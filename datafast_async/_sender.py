@@ -1,10 +1,14 @@
-"""The sender: a fixed set of workers that drain the queue and deliver goals.
+"""The sender: a fixed set of watched workers that drain the queue and deliver goals.
 
-Each worker takes the next goal (a retry that is due first, else the queue's oldest), takes a
-slot from the ``Limiter`` only while its request is out, and settles the goal in ``_finish``,
-the one place where a goal's fate is decided. A goal waiting to retry sits in a timer heap and
-holds neither a worker nor a slot. A ``Retry-After`` pauses the whole sender through the
-limiter. At shutdown the client stops the workers and ``abandon_all`` reports what is left.
+Each worker takes a slot from the ``Limiter`` first, then the next goal (a retry that is due,
+else the queue's oldest), sends it, and hands the answer to ``_outcome``. A goal ends in one of
+two places: ``_delivered``, or ``_give_up``, the one place where a goal ends undelivered
+(refused, out of attempts, failed by the open circuit, cut at the shutdown deadline, held by a
+worker that died of a bug). A goal waiting to retry sits in a timer heap, holds neither a
+worker nor a slot, keeps a summary of its last error (not the exception and its traceback),
+and counts against the queue's bound. ``_retry.decide`` is the one retry decision, for the
+queue's goals and ``send()`` alike. A ``Retry-After`` pauses the whole sender through the
+limiter; an answer that every request would get opens the ``Circuit``.
 """
 
 from __future__ import annotations
@@ -15,20 +19,34 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from ._circuit import Circuit, CircuitState
 from ._delivery import Delivery
-from ._errors import DataFastError, ShutdownError, TransportError
+from ._errors import APIError, DataFastError, ShutdownError, TransportError, own_copy
 from ._limiter import Limiter
 from ._models import Goal, GoalResult
+from ._outcome import outcome_of, read_result
 from ._queue import GoalQueue
-from ._reporting import Reporter, logger
-from ._retry import RetryPolicy, retry_delay
+from ._reporting import AttemptLog, Reporter, logger
+from ._retry import PAST_DEADLINE, RetryPolicy, decide
 from ._transport import Transport
-from ._wire import encode_goal, read_result
+from ._wire import encode_goal
 
 __all__ = ["Sender"]
 
-# (delivery, attempt number about to be made, the error of the previous attempt)
-_Item = tuple[Delivery, int, "DataFastError | None"]
+# A goal on its way: (delivery, the attempt about to be made, a summary of the last attempt's
+# error, whether an earlier attempt may have reached the server without an answer coming back).
+_Item = tuple[Delivery, int, "DataFastError | None", bool]
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+# Goals failed per step of the loop while the circuit is open: thousands of goals never hold
+# the loop for long.
+_CHUNK = 1000
+# Seconds a worker waits for the probe's answer before it looks again (the probe itself is
+# bounded by the request timeout).
+_PROBE_PATIENCE = 1.0
+# Worker deaths (bugs) after which the sender stops replacing them.
+_MAX_DEATHS = 100
 
 
 class Sender:
@@ -55,6 +73,8 @@ class Sender:
         self._worker_count = workers
         self._on_orphaned = on_orphaned
         self._workers: list[asyncio.Task[None]] = []
+        #: What each worker holds (the goal it sends), by worker index.
+        self._current: list[_Item | None] = [None] * workers
         #: Futures of the workers waiting for work (``track_nowait`` skips ``notify`` when
         #: there are none, its common case under load).
         self.idle: deque[asyncio.Future[None]] = deque()
@@ -66,6 +86,9 @@ class Sender:
         self._close_deadline: float | None = None
         self._stopping = False
         self._orphaned = False
+        self._deaths = 0
+        self.circuit = Circuit(policy, loop)
+        self._attempt_log = AttemptLog()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -88,14 +111,15 @@ class Sender:
                 count -= 1
 
     def begin_close(self, deadline: float) -> None:
-        """From now on a retry that would start after ``deadline`` fails at once."""
+        """From now on a retry that would start after ``deadline`` ends at once."""
         self._close_deadline = deadline
         late = [entry for entry in self._heap if entry[0] > deadline]
         if late:
             self._heap = [entry for entry in self._heap if entry[0] <= deadline]
             heapq.heapify(self._heap)
-            for _, _, (delivery, _, error) in late:
-                self._finish(delivery, _shutdown_error(error))
+            for _, _, item in late:
+                self._queue.unpark(retry=False)
+                self._give_up(item[0], _shutdown_error(item[2], item[3]))
 
     def halt(self) -> None:
         """Stop taking work: workers cancelled from now on just end, and no retry is due."""
@@ -116,79 +140,108 @@ class Sender:
                 logger.error("%d sender workers did not stop in %.0f s", len(stuck), timeout)
 
     def abandon_all(self, reason: str) -> int:
-        """Fail every goal still queued, in flight or waiting to retry with ``ShutdownError``."""
-        last_errors: dict[Delivery, DataFastError | None] = {
-            delivery: error for delivery, _, error in self._ready
-        }
-        last_errors.update((item[0], item[2]) for _, _, item in self._heap)
+        """End every goal still queued, in flight or waiting to retry with a ``ShutdownError``
+        (``maybe_delivered`` when an attempt of it may have reached the server)."""
+        held: dict[Delivery, tuple[DataFastError | None, bool]] = {}
+        for item in self._ready:
+            held[item[0]] = (item[2], item[3])
+        for _, _, item in self._heap:
+            held[item[0]] = (item[2], item[3])
+        for _ in range(len(self._ready) + len(self._heap)):
+            self._queue.unpark(retry=False)
         self._ready.clear()
         self._heap.clear()
-        abandoned = self._queue.abandon_all()
-        for delivery in abandoned:
-            error = ShutdownError(reason)
-            error.__cause__ = last_errors.get(delivery)
-            delivery._settle(error)
-            self._reporter.failed(delivery.goal, error)
-        return len(abandoned)
+        for cut in self._current:
+            if cut is not None:  # its request was cut: it may have reached the server
+                held[cut[0]] = (cut[2], True)
+        self._current = [None] * self._worker_count
+        self._queue.take_all()
+        ended = 0
+        for delivery in self._queue.active:
+            last, maybe = held.get(delivery, (None, False))
+            self._give_up(delivery, _shutdown_error(last, maybe, reason))
+            ended += 1
+        return ended
 
     # -- the workers ----------------------------------------------------------------------
 
     async def _work(self, index: int) -> None:
-        queue, ready, limiter = self._queue, self._ready, self._limiter
-        send = self._transport.send
-        delivery: Delivery | None = None
-        attempt = 0
+        queue, ready, limiter, circuit = self._queue, self._ready, self._limiter, self.circuit
+        send, current = self._transport.send, self._current
+        item: _Item | None = None
         outcome: bytes | DataFastError
         try:
             while True:
-                delivery = None
-                # A retry that is due first, else the queue's oldest goal. This loop runs once
-                # per goal sent, so the common case makes as few calls as it can, and takes
-                # the steps of ``_attempt`` itself (one call and one coroutine fewer per goal).
-                if ready:
-                    delivery, attempt, _ = ready.popleft()
-                    queue.record_retry()
-                else:
-                    taken = queue.take()
-                    if taken is None:
-                        await self._wait_for_work()
+                item = None
+                if circuit.state is not _CLOSED:
+                    item = await self._past_the_circuit()
+                    if item is None:
                         continue
-                    delivery, attempt = taken, 1
+                # A slot first, then a goal: a goal is never parked in front of the limiter.
+                if not limiter.try_acquire():
+                    await limiter.acquire()
                 try:
-                    body = delivery._body()
-                    if not limiter.try_acquire():
-                        await limiter.acquire()
-                    try:
-                        outcome = await send(body)
-                    finally:
-                        limiter.release()
-                except TransportError as exc:
-                    outcome = exc
-                except Exception as exc:
-                    # A bug here or in a custom transport: fail this goal, keep the worker.
-                    logger.exception("internal error while sending goal %r", delivery.goal.name)
-                    outcome = DataFastError(f"internal error while sending: {exc!r}")
+                    if item is None:
+                        # A retry that is due first, else the queue's oldest goal. This loop
+                        # runs once per goal sent, so the common case makes as few calls as
+                        # it can.
+                        if ready:
+                            item = ready.popleft()
+                            queue.unpark(retry=True)
+                        else:
+                            taken = queue.take()
+                            if taken is not None:
+                                item = (taken, 1, None, False)
+                    if item is not None:
+                        current[index] = item
+                        try:
+                            status, body, reason, headers = await send(item[0]._body())
+                            outcome = outcome_of(status, body, reason, headers)
+                        except TransportError as exc:
+                            outcome = exc
+                        except Exception as exc:
+                            # A custom transport broke its contract: fail this goal, keep
+                            # the worker.
+                            logger.exception("the transport failed on goal %r", item[0].goal.name)
+                            outcome = _internal_error("the transport failed", exc)
+                finally:
+                    limiter.release()
+                if item is None:
+                    await self._wait_for_work()
+                    continue
                 if isinstance(outcome, bytes):
-                    self._finish(delivery, outcome)  # delivered
-                elif isinstance(outcome, DataFastError):
-                    self._settle_attempt(delivery, attempt, outcome)
+                    self._delivered(item[0], outcome)
                 else:
-                    # A custom transport broke its contract: fail this goal, keep the worker.
-                    logger.error("the transport answered %r, not bytes or an error", outcome)
-                    self._finish(
-                        delivery,
-                        DataFastError(
-                            f"internal error while sending: the transport answered {outcome!r}"
-                        ),
-                    )
+                    self._attempt_failed(item, outcome)
+                current[index] = None
         except asyncio.CancelledError:
             if not self._stopping:
-                await self._cancelled_from_outside(index, delivery, attempt)
+                await self._cancelled_from_outside(index)
             raise
+        except Exception as exc:
+            self._died(index, exc)
 
-    async def _cancelled_from_outside(
-        self, index: int, held: Delivery | None, attempt: int
-    ) -> None:
+    def _died(self, index: int, exc: Exception) -> None:
+        """A worker died of a bug: say so with the traceback, end the goal it held with the
+        real error, and put a new worker in its place."""
+        self._deaths += 1
+        logger.error("a sender worker died of a bug; a new one takes its place", exc_info=exc)
+        item = self._current[index]
+        self._current[index] = None
+        if item is not None:
+            self._give_up(item[0], _internal_error("a sender worker died", exc))
+        if self._stopping:
+            return
+        if self._deaths > _MAX_DEATHS:
+            logger.critical(
+                "%d sender workers died of bugs: no more are started; goals wait for aclose()",
+                self._deaths,
+            )
+            return
+        self._workers[index] = self._spawn(index)
+        self.notify()
+
+    async def _cancelled_from_outside(self, index: int) -> None:
         """A worker was cancelled, not by ``stop()``: mostly a loop that is ending (as
         ``asyncio.run`` does, cancelling every task at once).
 
@@ -203,22 +256,29 @@ class Sender:
         if self._stopping:
             return
         if self._close_deadline is not None:
-            if held is not None and self._queue.is_active(held):
+            held = self._current[index]
+            self._current[index] = None
+            if held is not None and self._queue.is_active(held[0]):
                 # Its request was cut without an answer: send it again, as after a reset.
-                self._ready.appendleft((held, attempt, None))
+                self._queue.park()
+                self._ready.appendleft((held[0], held[1], held[2], True))
             self._workers[index] = self._spawn(index)
             self.notify()
         elif not self._orphaned and self._on_orphaned is not None:
             self._orphaned = True
             await self._on_orphaned()
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self, timeout: float | None = None) -> None:
         # An idle worker waits without a deadline: it is woken by new work, or cancelled by
-        # stop(); it holds no goal while it waits.
+        # stop(); it holds no goal and no slot while it waits. ``timeout``: the end of the
+        # circuit's cool-down.
         future: asyncio.Future[None] = self._loop.create_future()
         self.idle.append(future)
         try:
-            await future
+            if timeout is None:
+                await future
+            else:
+                await asyncio.wait((future,), timeout=max(0.0, timeout))
         finally:
             # (A loop closed with this task still pending closes it here: nothing to cancel.)
             if not future.done() and not self._loop.is_closed():
@@ -226,40 +286,72 @@ class Sender:
             if future in self.idle:
                 self.idle.remove(future)
 
-    async def _attempt(self, body: bytes) -> bytes | DataFastError:
-        """One request for one goal's body (``send()``'s; the workers inline these steps):
-        the API's 2xx body (read only when somebody asks for the ``GoalResult``), or the error
-        the attempt ended with."""
-        limiter = self._limiter
-        if not limiter.try_acquire():
-            await limiter.acquire()
-        try:
-            return await self._transport.send(body)
-        except TransportError as exc:
-            return exc
-        finally:
-            limiter.release()
+    # -- outcomes ---------------------------------------------------------------------------
 
-    def _settle_attempt(self, delivery: Delivery, attempt: int, outcome: DataFastError) -> None:
-        """A failed attempt: retry the goal later, or fail it."""
+    def _delivered(self, delivery: Delivery, body: bytes) -> None:
+        """A goal the API accepted: counted, settled and reported here."""
+        if self.circuit.probe is not None:
+            self.circuit.answered(delivery)
+        if not self._queue.finish(delivery, True):
+            return
+        delivery._settle(body)
+        # Only an on_success callback needs the Goal and the GoalResult: without one, neither
+        # is built here.
+        if self._reporter.reports_success:
+            result = delivery.result
+            if result is not None:
+                self._reporter.delivered(delivery.goal, result)
+
+    def _give_up(self, delivery: Delivery, error: DataFastError) -> None:
+        """The one place where a goal ends undelivered: counted, settled and reported."""
+        if not self._queue.finish(delivery, False):
+            return
+        delivery._settle(error)
+        self._reporter.failed(delivery.goal, error)
+
+    def _attempt_failed(self, item: _Item, error: DataFastError) -> None:
+        """An attempt that got no success: retry the goal later, or end it."""
+        delivery, attempt, _, maybe = item
+        if isinstance(error, TransportError) and error.maybe_delivered:
+            maybe = True
+        self._observe(delivery, error)
+        if error.opens_circuit:
+            self._give_up(delivery, error)
+            return
         # A Retry-After holds the whole sender, whether or not this goal is retried.
-        self._pause_for(outcome)
-        delay = retry_delay(self._policy, outcome, attempt)
+        self._pause_for(error)
+        now = self._loop.time()
+        delay = decide(self._policy, error, attempt, now, self._close_deadline)
         if delay is None:
-            self._finish(delivery, outcome)
+            self._give_up(delivery, _with_flag(error, maybe))
             return
-        when = self._loop.time() + delay
-        if self._close_deadline is not None and when > self._close_deadline:
-            self._finish(delivery, _shutdown_error(outcome))
+        if delay == PAST_DEADLINE:
+            self._give_up(delivery, _shutdown_error(error, maybe))
             return
-        item = (delivery, attempt + 1, outcome)
+        self._attempt_log.record(error)
+        self._queue.park()
+        retry = (delivery, attempt + 1, _summary(error), maybe)
         if delay <= 0:
-            self._ready.append(item)
+            self._ready.append(retry)
             self.notify()
             return
-        heapq.heappush(self._heap, (when, next(self._sequence), item))
+        when = now + delay
+        heapq.heappush(self._heap, (when, next(self._sequence), retry))
         if self._timer is None or when < self._timer_when:
             self._arm_timer(when)
+
+    def _observe(self, token: object, error: DataFastError) -> None:
+        """What a failed attempt tells the circuit breaker."""
+        circuit = self.circuit
+        if error.opens_circuit:
+            if circuit.state is _CLOSED or circuit.probe is token:
+                circuit.trip(error, len(self._queue) + len(self._ready) + len(self._heap))
+                self.notify(self._worker_count)
+        elif circuit.probe is token:
+            if isinstance(error, APIError) and not error.retriable:
+                circuit.answered(token)  # DataFast's own refusal (400, 404): the key works
+            else:
+                circuit.probe_unanswered(token)
 
     def _pause_for(self, error: DataFastError) -> None:
         retry_after: float | None = getattr(error, "retry_after", None)
@@ -283,54 +375,178 @@ class Sender:
             self._arm_timer(self._heap[0][0])
         self.notify(due)
 
-    def _finish(self, delivery: Delivery, outcome: bytes | DataFastError) -> None:
-        """The one place where a goal's fate is decided, counted and reported.
+    # -- the open circuit -------------------------------------------------------------------
 
-        ``outcome`` is the API's 2xx body (the goal was delivered) or the final error.
-        """
-        delivered = isinstance(outcome, bytes)
-        if not self._queue.finish(delivery, delivered):
-            return
-        delivery._settle(outcome)
-        if isinstance(outcome, bytes):
-            # Only an on_success callback needs the Goal and the GoalResult: without one,
-            # neither is built here.
-            if self._reporter.reports_success:
-                result = delivery.result
-                assert result is not None
-                self._reporter.delivered(delivery.goal, result)
-        else:
-            self._reporter.failed(delivery.goal, outcome)
+    async def _past_the_circuit(self) -> _Item | None:
+        """A worker's step while the circuit is not closed: fail a chunk of goals (open), wait
+        (open and nothing to fail, or a probe is out), or take a goal to send as the probe."""
+        circuit = self.circuit
+        state = circuit.refresh()
+        if state is _OPEN:
+            if self._fail_a_chunk():
+                await asyncio.sleep(0)  # let the app run between two chunks
+            else:
+                await self._wait_for_work(circuit.until - self._loop.time())
+            return None
+        if state is _CLOSED:
+            return None
+        if circuit.probe is None:  # half-open: the first goal at hand probes the API
+            item: _Item | None = None
+            if self._ready:
+                item = self._ready.popleft()
+                self._queue.unpark(retry=True)
+            else:
+                taken = self._queue.take()
+                if taken is not None:
+                    item = (taken, 1, None, False)
+            if item is None:
+                await self._wait_for_work()
+                return None
+            circuit.probe = item[0]
+            return item
+        changed = circuit.changed()
+        await asyncio.wait((changed,), timeout=_PROBE_PATIENCE)
+        return None
 
-    # -- send(): the caller's own request, sharing the limit and the pause ----------------
+    def _fail_a_chunk(self) -> bool:
+        """Fail up to ``_CHUNK`` waiting goals with the open circuit's error (each its own
+        copy); ``False`` when none was waiting."""
+        circuit, queue = self.circuit, self._queue
+        cause = circuit.error
+        if cause is None:
+            return False
+        doomed: list[Delivery] = []
+        while self._ready and len(doomed) < _CHUNK:
+            doomed.append(self._ready.popleft()[0])
+            queue.unpark(retry=False)
+        while self._heap and len(doomed) < _CHUNK:
+            doomed.append(heapq.heappop(self._heap)[2][0])
+            queue.unpark(retry=False)
+        while len(doomed) < _CHUNK:
+            taken = queue.take()
+            if taken is None:
+                break
+            doomed.append(taken)
+        for delivery in doomed:
+            self._give_up(delivery, own_copy(cause))
+        circuit.failed_while_open += len(doomed)
+        return bool(doomed)
+
+    # -- send(): the caller's own request, sharing the limit, the pause and the circuit ---
+
+    async def _attempt(self, body: bytes) -> bytes | DataFastError:
+        """One request of ``send()``'s: the API's success body, or the error it ended with."""
+        limiter = self._limiter
+        if not limiter.try_acquire():
+            await limiter.acquire()
+        try:
+            status, raw, reason, headers = await self._transport.send(body)
+        except TransportError as exc:
+            return exc
+        finally:
+            limiter.release()
+        return outcome_of(status, raw, reason, headers)
+
+    async def _send_past_the_circuit(self, token: object) -> None:
+        """Before a ``send()``'s attempt: raise the open circuit's error, wait for a probe's
+        answer, or become the probe."""
+        circuit = self.circuit
+        while True:
+            state = circuit.refresh()
+            if state is _CLOSED:
+                return
+            if state is _OPEN:
+                assert circuit.error is not None
+                raise own_copy(circuit.error)
+            if circuit.probe is None:
+                circuit.probe = token
+                return
+            changed = circuit.changed()
+            await asyncio.wait((changed,), timeout=_PROBE_PATIENCE)
 
     async def send_now(self, goal: Goal) -> GoalResult:
         """Deliver one goal now with the retry policy; raise its final error."""
         attempt = 1
+        maybe = False
         body = encode_goal(goal)  # once, for every attempt
-        while True:
-            outcome = await self._attempt(body)
-            if isinstance(outcome, bytes):
-                return read_result(outcome)
-            self._pause_for(outcome)
-            delay = retry_delay(self._policy, outcome, attempt)
-            if delay is None:
-                raise outcome
-            deadline = self._close_deadline
-            if self._stopping or (deadline is not None and self._loop.time() + delay > deadline):
-                raise _shutdown_error(outcome)
-            # Bounded: at most max_delay, or max_retry_after for a Retry-After.
-            await asyncio.sleep(delay)
-            if self._stopping:
-                raise _shutdown_error(outcome)
-            attempt += 1
+        token = object()
+        circuit = self.circuit
+        try:
+            while True:
+                if circuit.state is not _CLOSED:
+                    await self._send_past_the_circuit(token)
+                outcome = await self._attempt(body)
+                if isinstance(outcome, bytes):
+                    if circuit.probe is token:
+                        circuit.answered(token)
+                    return read_result(outcome)
+                if isinstance(outcome, TransportError) and outcome.maybe_delivered:
+                    maybe = True
+                self._observe(token, outcome)
+                if outcome.opens_circuit:
+                    raise outcome
+                self._pause_for(outcome)
+                delay = decide(
+                    self._policy, outcome, attempt, self._loop.time(), self._close_deadline
+                )
+                if delay is None:
+                    raise outcome
+                if delay == PAST_DEADLINE or self._stopping:
+                    raise _shutdown_error(outcome, maybe)
+                # Bounded: at most max_delay, or max_retry_after for a Retry-After.
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    raise _shutdown_error(outcome, maybe)
+                attempt += 1
+        finally:
+            if circuit.probe is token:  # cut while it probed: another request probes
+                circuit.probe_unanswered(token)
 
 
 # Loop turns a worker cancelled from outside waits for the owner's aclose() to begin.
 _OWNER_TURNS = 3
 
 
-def _shutdown_error(cause: DataFastError | None) -> ShutdownError:
-    error = ShutdownError("goal still undelivered at the shutdown deadline")
+def _shutdown_error(
+    cause: DataFastError | None,
+    maybe_delivered: bool,
+    reason: str = "goal still undelivered at the shutdown deadline",
+) -> ShutdownError:
+    error = ShutdownError(reason, maybe_delivered=maybe_delivered)
     error.__cause__ = cause
     return error
+
+
+def _with_flag(error: DataFastError, maybe: bool) -> DataFastError:
+    """The final error; a ``TransportError`` says whether any attempt may have arrived."""
+    if isinstance(error, TransportError) and maybe and not error.maybe_delivered:
+        error.maybe_delivered = True
+    return error
+
+
+def _internal_error(what: str, exc: BaseException) -> DataFastError:
+    error = DataFastError(f"internal error: {what}: {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
+# Summaries of the errors goals wait to retry after, shared between goals that failed the same
+# way: a goal waiting to retry holds no exception chain or traceback.
+_SUMMARIES: dict[tuple[object, ...], DataFastError] = {}
+_SUMMARY_LIMIT = 256
+_SUMMARY_BODY = 512  # characters of an error body a summary keeps
+
+
+def _summary(error: DataFastError) -> DataFastError:
+    key = (type(error), getattr(error, "status", None), str(error), error.retriable)
+    summary = _SUMMARIES.get(key)
+    if summary is None:
+        summary = own_copy(error)
+        summary.__cause__ = None
+        body = getattr(summary, "body", None)
+        if isinstance(body, str) and len(body) > _SUMMARY_BODY:
+            summary.body = body[:_SUMMARY_BODY]  # type: ignore[attr-defined]
+        if len(_SUMMARIES) >= _SUMMARY_LIMIT:
+            _SUMMARIES.clear()
+        _SUMMARIES[key] = summary
+    return summary

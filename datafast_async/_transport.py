@@ -1,36 +1,94 @@
-"""Transports: how one request body reaches the API, and what its answer means.
+"""Transports: how one request body reaches the API, and what came back.
 
-The sender awaits ``Transport.send(body)``, which gives the API's 2xx body or the ``APIError``
-its answer means (``_wire.outcome_of`` decides), and raises ``TransportError`` when no answer
-came. ``AiohttpTransport`` is the real one and the *only* place where aiohttp's exceptions are
-caught and turned into ``TransportError``. ``MockTransport`` runs a handler function instead,
-so most tests need no socket.
+The sender awaits ``Transport.send(body)``, which gives the answer as it came (status, body,
+reason phrase, headers: an ``Answer``; ``_outcome.outcome_of`` says what it means), and raises
+``TransportError`` when no answer came. ``AiohttpTransport`` is the real one and the *only*
+place where aiohttp's exceptions are caught and turned into ``TransportError``.
+``MockTransport`` runs a handler function instead, so most tests need no socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from ._errors import APIError, TransportError
-from ._wire import Request, Response, outcome_of
+from ._config import is_loopback
+from ._errors import TransportError
+from ._outcome import Answer
+from ._wire import Request, Response
 
-__all__ = ["AiohttpTransport", "MockTransport", "Request", "Response", "Transport"]
+__all__ = [
+    "AiohttpTransport",
+    "Answer",
+    "MockTransport",
+    "Request",
+    "Response",
+    "Transport",
+    "is_loopback",
+    "proxy_for",
+]
 
 _READ_LIMIT = 64 * 1024  # bytes of a response body read at most
 
 
 class Transport(Protocol):
-    """Sends one request body: the API's 2xx body, or the ``APIError`` its answer means;
-    raises ``TransportError`` when no HTTP answer came."""
+    """Sends one request body and gives back the answer as it came; raises
+    ``TransportError`` when no HTTP answer came."""
 
-    async def send(self, body: bytes) -> bytes | APIError: ...
+    async def send(self, body: bytes) -> Answer: ...
 
     async def aclose(self) -> None: ...
+
+
+def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``/``HTTP_PROXY``, either
+    case, minus the hosts in ``NO_PROXY``), as requests and httpx read it; ``None`` for a
+    direct connection.
+
+    A plain-``http://`` URL (which the settings allow only on loopback) goes through a proxy
+    only if that proxy is on loopback too: the key never leaves the machine in clear text.
+    """
+    env = os.environ if environ is None else environ
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, (parts.hostname or "").lower()
+    proxy = _env(env, f"{scheme}_proxy") or _env(env, "all_proxy")
+    if not proxy or _bypassed(host, _env(env, "no_proxy")):
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    if scheme == "http" and not is_loopback(urlsplit(proxy).hostname):
+        return None
+    return proxy
+
+
+def _env(env: Mapping[str, str], name: str) -> str:
+    """An environment variable by its lower-case name, else its upper-case one (as curl)."""
+    return (env.get(name) or env.get(name.upper()) or "").strip()
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, ``*``) covers ``host``."""
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if entry.startswith("[") and "]" in entry:  # [::1]:8080
+            entry = entry[1 : entry.index("]")]
+        elif entry.count(":") == 1:  # host:port
+            entry = entry.split(":", 1)[0]
+        entry = entry.lstrip("*").lstrip(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
 
 
 class AiohttpTransport:
@@ -42,6 +100,8 @@ class AiohttpTransport:
         timeout: Seconds for one attempt, connection and body included.
         concurrency: The most connections kept to the API.
         session: A session the caller owns (and closes); ``None`` to own one.
+        ssl: An ``ssl.SSLContext`` for the owned session (a private CA, a client certificate).
+        proxy: A proxy URL (``http://user:pass@host:port``); ``None`` connects directly.
     """
 
     def __init__(
@@ -52,18 +112,22 @@ class AiohttpTransport:
         timeout: float,
         concurrency: int,
         session: aiohttp.ClientSession | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._url = url
         self._headers: dict[str, str] | None = dict(headers)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
         self._owned = session is None
+        self._proxy, self._proxy_headers = _split_proxy(proxy)
         if session is None:
             connector = aiohttp.TCPConnector(
                 limit=concurrency,
                 limit_per_host=concurrency,
                 ttl_dns_cache=300,
                 enable_cleanup_closed=False,
+                ssl=ssl if ssl is not None else True,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -73,6 +137,9 @@ class AiohttpTransport:
                 # Only what we set: no automatic Accept/Accept-Encoding/User-Agent work.
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 raise_for_status=False,
+                # The proxy is read from the environment once, here (proxy_for); aiohttp's
+                # trust_env would read it again in a thread for every request.
+                trust_env=False,
             )
             self._headers = None
         self._session = session
@@ -81,7 +148,7 @@ class AiohttpTransport:
     def session(self) -> aiohttp.ClientSession:
         return self._session
 
-    async def send(self, body: bytes) -> bytes | APIError:
+    async def send(self, body: bytes) -> Answer:
         # The sender awaits this coroutine directly, once per goal: every await between the
         # worker and aiohttp is a frame that each wake-up of the request passes through.
         try:
@@ -93,8 +160,10 @@ class AiohttpTransport:
                 headers=self._headers,
                 timeout=self._timeout,
                 allow_redirects=False,
-                # Whatever a session of the user's says: statuses are ours to read (_wire).
+                # Whatever a session of the user's says: statuses are ours to read (_outcome).
                 raise_for_status=False,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
             )
             try:
                 # What is buffered, up to the cap, in one call: the whole body of nearly every
@@ -105,26 +174,80 @@ class AiohttpTransport:
                     raw += await _read_capped(stream, _READ_LIMIT - len(raw))
             finally:
                 response.release()
-            status = response.status
-            if 200 <= status < 300:
-                return raw  # the usual answer: no reason phrase or header read
-            return outcome_of(
-                status, raw, response.reason or "", response.headers.get("Retry-After")
-            )
+            return response.status, raw, response.reason or "", response.headers
         except asyncio.TimeoutError as exc:
-            raise TransportError(f"no answer within {self._timeout_seconds:g} s (timeout)") from exc
+            raise TransportError(
+                f"no answer within {self._timeout_seconds:g} s (timeout)",
+                maybe_delivered=not isinstance(exc, _CONNECT_TIMEOUT),
+            ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TransportError(
+                f"the TLS certificate of {exc.host} did not verify ({exc.certificate_error}); "
+                "retrying cannot fix it. For a private CA set SSL_CERT_FILE or pass "
+                "ssl=ssl.create_default_context(cafile=...)",
+                maybe_delivered=False,
+                retriable=False,
+                opens_circuit=True,
+            ) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise TransportError(
+                f"cannot connect to the proxy {_shown_proxy(self._proxy)}: {exc}",
+                maybe_delivered=False,
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportError(
+                f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}",
+                maybe_delivered=False,
+            ) from exc
+        except aiohttp.ClientHttpProxyError as exc:
+            # The proxy refused the tunnel (407 and the like): not DataFast's answer.
+            raise TransportError(
+                f"the proxy {_shown_proxy(self._proxy)} answered {exc.status}: {exc.message}",
+                maybe_delivered=False,
+                retriable=exc.status >= 500,
+                opens_circuit=exc.status in (403, 407),
+            ) from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise TransportError("the server closed the connection without answering") from exc
         except aiohttp.ClientError as exc:
-            raise TransportError(_describe(exc)) from exc
+            text = str(exc) or type(exc).__name__
+            raise TransportError(f"{type(exc).__name__}: {text}") from exc
         except OSError as exc:
             raise TransportError(f"network error: {exc}") from exc
         except RuntimeError as exc:
             if self._session.closed:  # aiohttp's "Session is closed"
-                raise TransportError("the HTTP session is closed") from exc
+                raise TransportError("the HTTP session is closed", maybe_delivered=False) from exc
             raise
 
     async def aclose(self) -> None:
         if self._owned and not self._session.closed:
             await self._session.close()
+
+
+# aiohttp >= 3.10 tells a connection that timed out before it was made from one that timed
+# out waiting for an answer.
+_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(aiohttp, "ConnectionTimeoutError", None),) if cls is not None
+)
+
+
+def _split_proxy(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """A proxy URL without its credentials, and the ``Proxy-Authorization`` header for them."""
+    if proxy is None:
+        return None, None
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return proxy, None
+    auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl(), {"Proxy-Authorization": auth.encode()}
+
+
+def _shown_proxy(proxy: str | None) -> str:
+    return repr(proxy)  # already without its credentials (_split_proxy)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -138,15 +261,6 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-def _describe(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection without answering"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
@@ -165,12 +279,16 @@ class MockTransport:
         self.headers: dict[str, str] = {}
         self.closed = False
 
-    async def send(self, body: bytes) -> bytes | APIError:
+    async def send(self, body: bytes) -> Answer:
         result = self._handler(Request("POST", self._url, self.headers, body))
         if inspect.isawaitable(result):
             result = await result
-        assert isinstance(result, Response)
-        return outcome_of(result.status, result.body, result.reason, result.retry_after)
+        if not isinstance(result, Response):
+            raise TypeError(f"a MockTransport handler must return a Response, got {result!r}")
+        headers = dict(result.headers)
+        if result.retry_after is not None:
+            headers["Retry-After"] = result.retry_after
+        return result.status, result.body, result.reason, headers
 
     async def aclose(self) -> None:
         self.closed = True

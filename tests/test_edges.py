@@ -22,9 +22,9 @@ from datafast_async import (
     TransportError,
 )
 from datafast_async._delivery import Delivery
+from datafast_async._outcome import parse_retry_after
 from datafast_async._queue import GoalQueue
 from datafast_async._transport import Request, Response
-from datafast_async._wire import parse_retry_after
 from datafast_async.testing import ThreadedFakeDataFast
 
 from .conftest import Recorder, error, ok, until
@@ -238,9 +238,32 @@ async def test_push_front_does_not_let_flush_return_early() -> None:
     assert waiter.done()
 
 
-def test_the_sdk_prints_nothing_without_logging_configured() -> None:
+def test_a_loss_reaches_stderr_without_logging_configured() -> None:
+    """No NullHandler: with no logging set up, Python's last-resort handler prints the SDK's
+    WARNINGs, so a failed goal is never silent; nothing below WARNING is printed."""
     script = """
 import asyncio
+from datafast_async import DataFast, RetryPolicy
+from datafast_async._transport import Response
+async def main():
+    df = DataFast("df_unit_test_key", retry=RetryPolicy(max_attempts=1),
+                  _transport_factory=lambda: __import__("datafast_async._transport",
+                  fromlist=["MockTransport"]).MockTransport(lambda r: Response(400, b"no")))
+    async with df:
+        df.track_nowait("v", "x")
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == ""
+    assert "goal 'x' failed: HTTP 400" in done.stderr
+
+
+def test_an_app_that_configures_logging_decides_where_the_lines_go() -> None:
+    script = """
+import asyncio, logging
+logging.basicConfig(level=logging.CRITICAL)
 from datafast_async import DataFast, RetryPolicy
 from datafast_async._transport import Response
 async def main():
@@ -279,7 +302,7 @@ def test_none_metadata_values_are_left_out_before_the_key_rules() -> None:
 async def test_a_disabled_client_starts_nothing() -> None:
     df = DataFast(enabled=False)
     await df.start()
-    assert df._run.transport is None
+    assert not df._run.bound
     assert await df.aclose() == Stats()
 
 

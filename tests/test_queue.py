@@ -57,16 +57,34 @@ def test_a_goal_is_finished_once() -> None:
     assert queue.snapshot().failed == 0
 
 
-def test_abandon_all_counts_queued_and_in_flight_goals_as_failed() -> None:
+def test_take_all_puts_every_queued_goal_in_flight_to_be_ended() -> None:
     queue = GoalQueue(10)
     items = make(4)
     for item in items:
         queue.offer(item)
     taken = queue.take()
-    abandoned = queue.abandon_all()
-    assert abandoned[0] is taken
-    assert set(abandoned) == set(items)
+    rest = queue.take_all()
+    assert rest == items[1:]
+    assert queue.active == [taken, *rest]
+    assert queue.snapshot() == Stats(enqueued=4, in_flight=4)
+    for item in queue.active:
+        queue.finish(item, delivered=False)
     assert queue.snapshot() == Stats(enqueued=4, failed=4)
+
+
+def test_goals_waiting_to_retry_count_against_the_bound() -> None:
+    queue = GoalQueue(3)
+    items = make(5)
+    for item in items[:3]:
+        assert queue.offer(item)
+    queue.take()
+    queue.take()
+    queue.park()  # one taken goal now waits to retry: it still holds a place
+    assert queue.offer(items[3])
+    assert not queue.offer(items[4])  # 2 queued + 1 waiting to retry = the bound
+    queue.unpark(retry=True)  # sent again: its place is free
+    assert queue.offer(items[4])
+    assert queue.snapshot().retries == 1
 
 
 def test_push_front_goes_ahead_of_queued_goals() -> None:

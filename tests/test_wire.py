@@ -19,15 +19,19 @@ from datafast_async import (
     TransportError,
     VisitorNotFoundError,
 )
+from datafast_async._outcome import outcome_of, parse_retry_after, read_result
 from datafast_async._transport import Response
-from datafast_async._wire import encode_goal, outcome_of, parse_retry_after, read_result
+from datafast_async._wire import encode_goal
 
 from .conftest import EVENT_ID, error, ok
 
 
 def decode_response(response: Response) -> GoalResult | APIError:
     """What an answer means to the sender, with a success read as the user would read it."""
-    outcome = outcome_of(response.status, response.body, response.reason, response.retry_after)
+    headers = dict(response.headers)
+    if response.retry_after is not None:
+        headers["Retry-After"] = response.retry_after
+    outcome = outcome_of(response.status, response.body, response.reason, headers)
     return read_result(outcome) if isinstance(outcome, bytes) else outcome
 
 
@@ -72,9 +76,66 @@ def test_success_gives_the_event_id_and_message() -> None:
     assert decode_response(ok()) == GoalResult(EVENT_ID, "Custom event created successfully")
 
 
-@pytest.mark.parametrize("body", [b"", b"<html>ok</html>", b"{}", b'{"data": []}', b"[1]"])
-def test_a_success_with_an_unreadable_body_is_still_delivered(body: bytes) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status": "success"}',
+        b'{"status":"success","data":[]}',
+        b'{"status": "success", "data": [{"eventId": 5}]}',
+        b'{"status":"success","data":"later"}',
+    ],
+)
+def test_a_success_without_a_readable_event_is_still_delivered(body: bytes) -> None:
+    """DataFast's success answer counts, whatever else it holds: only the event id is lost."""
     assert decode_response(Response(200, body)) == GoalResult(None, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"<html><body>Welcome to the hotel Wi-Fi</body></html>", b"{}", b'{"data": []}', b"[1]"],
+)
+def test_a_2xx_that_is_not_datafasts_answer_is_a_final_failure(body: bytes) -> None:
+    """A captive portal or a wrong host answering 200 must not count as delivered."""
+    outcome = decode_response(Response(200, body, headers={"Content-Type": "text/html"}))
+    assert isinstance(outcome, APIError)
+    assert outcome.status == 200
+    assert "not DataFast's" in outcome.message
+    assert not outcome.retriable
+    assert outcome.opens_circuit
+
+
+def test_a_redirect_is_not_followed_and_names_where_it_pointed() -> None:
+    outcome = decode_response(
+        Response(301, b"", "Moved Permanently", headers={"Location": "https://elsewhere.example/"})
+    )
+    assert isinstance(outcome, APIError)
+    assert outcome.status == 301
+    assert "https://elsewhere.example/" in outcome.message
+    assert not outcome.retriable
+    assert outcome.opens_circuit
+
+
+@pytest.mark.parametrize(
+    ("response", "opens"),
+    [
+        (error(401, "Invalid API key"), True),
+        (error(403, "Tracking suspended for this website"), True),
+        (Response(407, b"<html>Proxy Authentication Required</html>"), True),
+        (Response(404, b"<html>Not Found</html>"), True),  # a wrong host, not DataFast's 404
+        (Response(405, b"Method Not Allowed"), True),
+        (error(404, "Visitor has no pageviews"), False),  # DataFast's own: this goal only
+        (error(400, "Invalid goal name"), False),
+        (error(422, "Unprocessable"), False),
+        (Response(408, b"<html>timeout</html>"), False),
+        (Response(429, b"<html>slow down</html>"), False),
+        (Response(502, b"<html>Bad Gateway</html>"), False),
+        (Response(501, b"<html>Not Implemented</html>"), False),
+    ],
+)
+def test_answers_every_request_would_get_open_the_circuit(response: Response, opens: bool) -> None:
+    outcome = decode_response(response)
+    assert isinstance(outcome, APIError)
+    assert outcome.opens_circuit is opens
 
 
 def test_a_gateway_html_page_becomes_a_short_message() -> None:

@@ -1,0 +1,132 @@
+"""The circuit breaker: closed, open, half-open, for answers that every request would get.
+
+A refused key (401, 403), a proxy that wants credentials (407), a redirect, a 2xx that is not
+DataFast's answer, a 4xx that is not DataFast's envelope, a certificate that does not verify:
+sending more goals only repeats the same answer (and a revoked key would be hammered). Such an
+answer opens the circuit: nothing is sent for a cool-down, and goals fail at once with that
+same error. After the cool-down one request (a queued goal, or a ``send()``) probes the API;
+requests arriving meanwhile wait for its answer. DataFast's own answer closes the circuit; the
+same kind of answer opens it again for twice as long (up to the policy's maximum); no answer
+at all (a network error, a 5xx, a 429) opens it again for the same time.
+
+This module keeps the state and says what happened in the logs; the sender acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+from ._errors import DataFastError
+from ._reporting import logger
+from ._retry import RetryPolicy
+
+__all__ = ["Circuit", "CircuitState"]
+
+# Log records of the circuit carry ``datafast_event="circuit"`` (a command line that reports a
+# refused key in its own words leaves them out).
+_EVENT = {"datafast_event": "circuit"}
+
+
+class CircuitState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"  # cooling down: nothing is sent, goals fail at once
+    HALF_OPEN = "half-open"  # the cool-down is over: one request probes the API
+
+
+class Circuit:
+    """The breaker of one sender (in the client's loop)."""
+
+    def __init__(self, policy: RetryPolicy, loop: asyncio.AbstractEventLoop) -> None:
+        self._policy = policy
+        self._loop = loop
+        self.state = CircuitState.CLOSED
+        #: The answer that opened it: every goal failed while open gets its own copy.
+        self.error: DataFastError | None = None
+        #: Loop time at which the cool-down ends.
+        self.until = 0.0
+        self._cooldown = policy.circuit_cooldown
+        #: The request out as the probe (a Delivery, or a send()'s token), else None.
+        self.probe: object | None = None
+        self.failed_while_open = 0
+        self._changed: list[asyncio.Future[None]] = []
+
+    @property
+    def closed(self) -> bool:
+        return self.state is CircuitState.CLOSED
+
+    def refresh(self) -> CircuitState:
+        """The state now: an open circuit whose cool-down has ended is half-open."""
+        if self.state is CircuitState.OPEN and self._loop.time() >= self.until:
+            self.state = CircuitState.HALF_OPEN
+            self.probe = None
+            self._wake()
+        return self.state
+
+    def trip(self, error: DataFastError, queued: int) -> None:
+        """An answer every request would get: open (or, after a probe, open again)."""
+        was = self.state
+        if was is CircuitState.CLOSED:
+            self._cooldown = self._policy.circuit_cooldown
+            logger.error(
+                "every request would fail the same way (%s): the sender stops sending; the %d "
+                "goals waiting and every new one fail at once with this error; a probe in %g s",
+                error,
+                queued,
+                self._cooldown,
+                extra=_EVENT,
+            )
+        else:
+            self._cooldown = min(self._cooldown * 2, self._policy.max_circuit_cooldown)
+            logger.warning(
+                "the probe got the same kind of answer (%s): %d goals failed so far; the next "
+                "probe in %g s",
+                error,
+                self.failed_while_open,
+                self._cooldown,
+                extra=_EVENT,
+            )
+        self.error = error
+        self._reopen()
+
+    def probe_unanswered(self, token: object) -> None:
+        """The probe got no answer of DataFast's (a network error, a 5xx, a 429), or was cut:
+        open again for the same cool-down."""
+        if self.probe is token and self.state is CircuitState.HALF_OPEN:
+            self._reopen()
+
+    def answered(self, token: object) -> None:
+        """DataFast answered a request: if it was the probe, the circuit closes."""
+        if self.probe is not token or self.state is not CircuitState.HALF_OPEN:
+            return
+        logger.error(
+            "DataFast answered the probe: the sender sends again (%d goals failed while every "
+            "request was refused: %s)",
+            self.failed_while_open,
+            self.error,
+            extra=_EVENT,
+        )
+        self.state = CircuitState.CLOSED
+        self.error = None
+        self.probe = None
+        self.failed_while_open = 0
+        self._cooldown = self._policy.circuit_cooldown
+        self._wake()
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future set at the next change of state (the probe's answer, the cool-down's end)."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._changed.append(future)
+        return future
+
+    def _reopen(self) -> None:
+        self.state = CircuitState.OPEN
+        self.probe = None
+        self.until = self._loop.time() + self._cooldown
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._changed = self._changed, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)

@@ -1,0 +1,226 @@
+"""What an answer means: the only reader of DataFast's answers.
+
+A transport gives back what came over the wire (status, body, reason phrase, headers);
+``outcome_of`` turns it into the goal's outcome, once: the API's success body (read into a
+``GoalResult`` by ``read_result`` only when somebody asks), or the ``APIError`` it means, with
+``opens_circuit`` set when every later request would get the same answer.
+
+- A 2xx counts only when its body is DataFast's success answer (a JSON object with
+  ``"status": "success"``); anything else (a captive portal's page, a wrong host) is final.
+- A 3xx is never followed (the key must not reach another host): final, naming where it pointed.
+- 401, 403, 407, and any other 4xx but 408 and 429 whose body is not DataFast's error envelope,
+  open the circuit: every request would get them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from ._errors import APIError, error_for_status
+from ._models import GoalResult, new_result
+
+__all__ = ["Answer", "is_success", "outcome_of", "parse_retry_after", "read_result"]
+
+#: What a transport gives back: status, body (capped), reason phrase, headers.
+Answer = tuple[int, bytes, str, Mapping[str, str]]
+
+_BODY_LIMIT = 4096  # characters of an error body kept on APIError.body
+_MESSAGE_LIMIT = 300  # characters of a non-JSON body used as the message
+_SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG_RE = re.compile(r"<[^>]*>")
+_SPACE_RE = re.compile(r"\s+")
+_SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
+# The API's usual success answer starts so (compact JSON): the common case costs one
+# comparison; anything else is parsed.
+_SUCCESS_PREFIX = b'{"status":"success"'
+# json.loads makes a new string per response; the confirmation message is nearly always the
+# same, so results share one copy.
+_KNOWN_MESSAGES = {"Custom event created successfully": "Custom event created successfully"}
+# The API's usual answer, read without building a JSON document (json.loads costs several
+# times more on the sender's path): first as compact JSON, then with any JSON white space.
+# Anything else, escapes included, goes through json.loads.
+_TEXT = rb'"([ !#-\[\]-\xff]*)"'  # a JSON string without escapes or control characters
+_SUCCESS_TOKENS = (
+    rb"\{",
+    rb'"status"',
+    b":",
+    rb'"success"',
+    b",",
+    rb'"data"',
+    b":",
+    rb"\[",
+    rb"\{",
+    rb'"message"',
+    b":",
+    _TEXT,
+    b",",
+    rb'"eventId"',
+    b":",
+    _TEXT,
+    rb"\}",
+    rb"\]",
+    rb"\}",
+)
+_SUCCESS_COMPACT_RE = re.compile(b"".join(_SUCCESS_TOKENS))
+_WS = rb"[ \t\n\r]*"  # JSON's white space
+_SUCCESS_SPACED_RE = re.compile(_WS + _WS.join(_SUCCESS_TOKENS) + _WS)
+
+
+def is_success(body: bytes) -> bool:
+    """Whether a 2xx body is DataFast's success answer: a JSON object whose ``status`` is
+    ``"success"`` (its other fields may change)."""
+    if body.startswith(_SUCCESS_PREFIX):
+        return True
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("status") == "success"
+
+
+def outcome_of(
+    status: int, body: bytes, reason: str, headers: Mapping[str, str]
+) -> bytes | APIError:
+    """What an answer means: its body for DataFast's success answer (``read_result`` turns it
+    into the ``GoalResult`` when somebody asks), the matching ``APIError`` otherwise."""
+    if 200 <= status < 300:
+        if body.startswith(_SUCCESS_PREFIX) or is_success(body):
+            return body
+        return _not_datafast(status, body, reason, headers)
+    text = body.decode("utf-8", "replace")
+    if 300 <= status < 400:
+        where = headers.get("Location")
+        error = APIError(
+            status,
+            f"{reason or _reason_phrase(status) or 'redirect'} to {where!r}: redirects are not "
+            "followed, so that the key never reaches another host; check base_url"
+            if where
+            else f"a redirect ({reason or _reason_phrase(status)}) without a Location: "
+            "redirects are not followed; check base_url",
+            text[:_BODY_LIMIT],
+        )
+        error.opens_circuit = True
+        return error
+    said, enveloped = _message_of(text)
+    error = error_for_status(
+        status,
+        said if said is not None else _digest(text, status, reason),
+        text[:_BODY_LIMIT],
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+    if status in (401, 403, 407) or (
+        status < 500 and status not in (408, 429) and not enveloped and not error.retriable
+    ):
+        error.opens_circuit = True
+    return error
+
+
+def _not_datafast(status: int, body: bytes, reason: str, headers: Mapping[str, str]) -> APIError:
+    text = body.decode("utf-8", "replace")
+    kind = headers.get("Content-Type") or "no Content-Type"
+    shown = _digest(text, 0, "") if text.strip() else "an empty body"
+    error = APIError(
+        status,
+        f"the answer was not DataFast's ({kind}, {len(body)} bytes: {shown}); the goal was "
+        "probably not recorded: check base_url, and any proxy or captive portal in between",
+        text[:_BODY_LIMIT],
+    )
+    error.opens_circuit = True
+    return error
+
+
+def read_result(body: bytes) -> GoalResult:
+    """The ``GoalResult`` in DataFast's success answer (its ``data[0]``)."""
+    # The goal was recorded whatever else the body says; an unreadable data[0] only leaves
+    # the event id unknown.
+    match = _SUCCESS_COMPACT_RE.fullmatch(body) or _SUCCESS_SPACED_RE.fullmatch(body)
+    if match is not None:
+        try:
+            said, event = match[1].decode(), match[2].decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            return new_result(event, _KNOWN_MESSAGES.get(said, said))
+    try:
+        data = json.loads(body)
+        first = data["data"][0]
+        event_id = first.get("eventId")
+        message = first.get("message")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        return GoalResult(event_id=None, message=None)
+    if not isinstance(event_id, str):
+        event_id = None
+    message = _KNOWN_MESSAGES.get(message, message) if isinstance(message, str) else None
+    return GoalResult(event_id=event_id, message=message)
+
+
+def _message_of(text: str) -> tuple[str | None, bool]:
+    """The message in a JSON error body, and whether the body is DataFast's error envelope
+    (``{"status": "error", "error": {"code": ..., "message": ...}}``). Looser JSON shapes
+    (``{"error": "..."}``, ``{"message": "..."}``) give their message but are not the envelope.
+    """
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None, False
+    try:
+        data = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None, False
+    if not isinstance(data, dict):
+        return None, False
+    error = data.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"]), True
+    for candidate in (error, data.get("message")):
+        if isinstance(candidate, str) and candidate:
+            return candidate, False
+    return None, False
+
+
+def _digest(text: str, status: int, reason: str) -> str:
+    """A readable digest of a body that is not DataFast's: a gateway's HTML page or plain
+    text keeps its words, not its markup."""
+    words = _SPACE_RE.sub(" ", _TAG_RE.sub(" ", _SCRIPT_RE.sub(" ", text))).strip()
+    phrase = reason or _reason_phrase(status)
+    if not words:
+        return phrase or f"HTTP {status}"
+    if len(words) > _MESSAGE_LIMIT:
+        words = words[: _MESSAGE_LIMIT - 3] + "..."
+    return f"{phrase}: {words}" if phrase and phrase not in words else words
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP date, else ``None``.
+
+    An HTTP date is turned into a delay once, here, against the wall clock (the only use of
+    wall-clock time in the SDK: the header itself is wall-clock time). Past dates give 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if _SECONDS_RE.fullmatch(value):
+        # A number too large for a float is infinite: longer than any max_retry_after.
+        return max(0.0, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are GMT (RFC 9110)
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    wall = time.time() if now is None else now
+    return max(0.0, when.timestamp() - wall)

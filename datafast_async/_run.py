@@ -1,0 +1,257 @@
+"""One life of a client, from ``start()`` to ``aclose()``, bound to one event loop.
+
+``Run`` holds the life cycle's state (a ``RunState``), the queue, and, once bound to a loop,
+all of its parts at once (loop, transport, reporter, sender): code that sees a bound run never
+checks for a missing part. It also knows how a life ends: ``aclose()``'s shutdown with one
+deadline, a loop that ends without ``aclose()`` (orphaned), and a process forked from the one
+that owns it (the child keeps the parent's run untouched and starts afresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import enum
+import os
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Protocol
+
+import aiohttp
+import anyio
+
+from ._models import Stats
+from ._queue import GoalQueue
+from ._reporting import DropLog, Reporter, logger
+from ._sender import Sender
+from ._transport import Transport
+
+__all__ = ["NO_LOOP", "Run", "RunState", "await_uncancellable", "watch"]
+
+_CALLBACK_GRACE = 1.0  # seconds async callbacks get after the shutdown deadline
+_CLOSE_TRANSPORT_TIMEOUT = 5.0
+_ORPHAN_CLOSE_TIMEOUT = 1.0  # seconds to close the session while the loop is ending
+NO_LOOP = object()  # a run's intake while it accepts nothing
+
+
+class RunState(enum.Enum):
+    NEW = "new"  # built; goals handed over from another thread wait in its queue
+    RUNNING = "running"  # bound to a loop; the sender runs
+    CLOSING = "closing"  # aclose() has begun: intake is closed, the sender drains
+    CLOSED = "closed"  # ended (aclose() returned, or the loop ended without it)
+
+
+class Run:
+    """One life of a client. It never refers back to the client, so a client dropped without
+    ``aclose()`` can be garbage-collected (and warn) while its workers still run."""
+
+    # The parts set by ``bind``, all at once.
+    loop: asyncio.AbstractEventLoop
+    transport: Transport
+    reporter: Reporter
+    sender: Sender
+
+    def __init__(self, max_queue_size: int, drops: DropLog) -> None:
+        self.queue = GoalQueue(max_queue_size)
+        self.drops = drops
+        self.state = RunState.NEW
+        # The run's loop while it accepts goals (else NO_LOOP): the hot path compares it with
+        # the running loop, so another thread, or a new loop in this thread, takes the slow
+        # path.
+        self.intake: object = NO_LOOP
+        self.close_task: asyncio.Task[Stats] | None = None
+        self.final_stats: Stats | None = None
+        self.orphaned = False
+        self.warned = False
+
+    @property
+    def bound(self) -> bool:
+        return self.state is not RunState.NEW
+
+    def bind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        transport: Transport,
+        reporter: Reporter,
+        make_sender: Callable[[Run], Sender],
+    ) -> None:
+        """Bind the run to ``loop`` with all its parts, and start the sender."""
+        self.loop = loop
+        self.transport = transport
+        self.reporter = reporter
+        self.sender = make_sender(self)
+        self.state = RunState.RUNNING
+        self.intake = loop
+        self.sender.start()
+
+    def loop_is_gone(self) -> bool:
+        """The loop this run was bound to has ended (closed, or stopped running)."""
+        if not self.bound:
+            return False
+        loop = self.loop
+        if loop.is_closed():
+            return True
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return current is not loop and not loop.is_running()
+
+    # -- aclose() ---------------------------------------------------------------------------
+
+    def begin_close(self, seconds: float) -> asyncio.Task[Stats]:
+        """Stop intake now (before any await) and start the shutdown with one deadline."""
+        if self.close_task is None:
+            loop = self.loop
+            deadline = loop.time() + seconds
+            # A worker cancelled in the same step (the loop's teardown cancelling everything
+            # at once) sees that aclose() has begun.
+            self.state = RunState.CLOSING
+            self.intake = NO_LOOP
+            self.queue.close_intake()
+            self.sender.begin_close(deadline)
+            self.close_task = loop.create_task(
+                self._shutdown(deadline, seconds), name="datafast-aclose"
+            )
+        return self.close_task
+
+    async def _shutdown(self, deadline: float, seconds: float) -> Stats:
+        loop, sender, reporter, queue = self.loop, self.sender, self.reporter, self.queue
+        try:
+            queue.abandon_room_waiters()
+            drained = queue.flush_waiter(loop)
+            if drained is not None:
+                try:
+                    remaining = deadline - loop.time()
+                    if remaining > 0:
+                        await asyncio.wait((drained,), timeout=remaining)
+                finally:
+                    queue.discard_flush_waiter(drained)
+            await sender.stop()
+            lost = sender.abandon_all(
+                f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
+            )
+            if lost:
+                logger.warning(
+                    "%d goals were still undelivered at the shutdown deadline (%g s): they "
+                    "failed with ShutdownError (reported to on_failure)",
+                    lost,
+                    seconds,
+                )
+            await reporter.aclose(max(deadline - loop.time(), _CALLBACK_GRACE))
+            reporter.failure_log.summarise_all()
+            self.drops.at_close(queue.snapshot().dropped)
+            try:
+                await asyncio.wait_for(self.transport.aclose(), timeout=_CLOSE_TRANSPORT_TIMEOUT)
+            except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
+                logger.warning("closing the HTTP session failed: %r", exc)
+            self.state = RunState.CLOSED
+            self.final_stats = queue.snapshot()
+            return self.final_stats
+        except asyncio.CancelledError:
+            # The loop is ending under aclose() (its teardown cancels every task): what is not
+            # delivered fails now, counted and warned about, as when a loop ends without it.
+            sender.halt()
+            self.orphan()
+            raise
+
+    # -- ending without aclose() ------------------------------------------------------------
+
+    def orphan(self) -> None:
+        """The run's loop ended without aclose(): count, report and warn about what it held."""
+        if self.state is RunState.CLOSED:
+            return
+        was_bound = self.bound
+        self.state = RunState.CLOSED
+        self.orphaned = True
+        self.intake = NO_LOOP
+        self.queue.close_intake()
+        pending = self.queue.pending
+        if was_bound:
+            self.reporter.async_allowed = False
+            self.sender.abandon_all(
+                "the event loop ended before the goal was delivered (no aclose())"
+            )
+        self.final_stats = self.queue.snapshot()
+        if pending and not self.warned:
+            self.warned = True
+            message = (
+                f"the event loop of a DataFast client ended before aclose() with {pending} "
+                "goals pending; they were not delivered"
+            )
+            logger.warning("%s", message)
+            warnings.warn(message, ResourceWarning, stacklevel=2)
+
+    async def orphan_in_loop(self) -> None:
+        """``orphan`` from a worker cancelled as the loop ends: also close the HTTP session."""
+        self.orphan()
+        if self.bound:
+            with contextlib.suppress(asyncio.TimeoutError, OSError, aiohttp.ClientError):
+                await asyncio.wait_for(self.transport.aclose(), _ORPHAN_CLOSE_TIMEOUT)
+
+
+async def await_uncancellable(task: asyncio.Task[Stats]) -> Stats:
+    """Wait for ``task`` (which has its own deadline) even while being cancelled; then
+    re-raise the cancellation."""
+    cancelled: asyncio.CancelledError | None = None
+    with anyio.CancelScope(shield=True):
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError as exc:
+                if task.done() and task.cancelled():
+                    raise
+                cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+    return task.result()
+
+
+# -- processes: fork and exit -----------------------------------------------------------------
+
+
+class Owner(Protocol):
+    """What the process-wide hooks need of a client."""
+
+    def _after_fork(self) -> None: ...
+
+    def _pending_at_exit(self) -> int: ...
+
+
+_owners: weakref.WeakSet[Owner] = weakref.WeakSet()
+# A forked child's copies of its parent's runs: kept, never used, never closed (their queue,
+# session and sockets are the parent's), so that collecting them cannot touch the parent's.
+_inherited: list[object] = []
+
+
+def watch(owner: Owner) -> None:
+    """Follow ``owner`` across forks and to the process's exit."""
+    _owners.add(owner)
+
+
+def inherit(run: Run) -> None:
+    """Keep a parent's run alive in a forked child, untouched."""
+    _inherited.append(run)
+
+
+def _after_fork_in_child() -> None:
+    for owner in list(_owners):
+        owner._after_fork()
+
+
+def _at_exit() -> None:
+    lost = sum(owner._pending_at_exit() for owner in list(_owners))
+    if lost:
+        logger.warning(
+            "the process is exiting with %d goals still pending in DataFast clients that were "
+            "not closed: they are lost. Close the client before exit: `async with "
+            "DataFast(...)`, `await df.aclose()`, or the datafast_async.starlette lifespan",
+            lost,
+        )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
