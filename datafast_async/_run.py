@@ -65,10 +65,9 @@ class Run:
         self.final_stats: Stats | None = None
         self.orphaned = False
         self.warned = False
+        #: Whether ``bind`` gave the run its parts (a run closed while NEW never had them).
+        self.bound = False
 
-    @property
-    def bound(self) -> bool:
-        return self.state is not RunState.NEW
 
     def bind(
         self,
@@ -82,6 +81,7 @@ class Run:
         self.transport = transport
         self.reporter = reporter
         self.sender = make_sender(self)
+        self.bound = True
         self.state = RunState.RUNNING
         self.intake = loop
         self.sender.start()

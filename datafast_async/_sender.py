@@ -180,6 +180,9 @@ class Sender:
                 # A slot first, then a goal: a goal is never parked in front of the limiter.
                 if not limiter.try_acquire():
                     await limiter.acquire()
+                    if item is None and circuit.state is not _CLOSED:
+                        limiter.release()  # the circuit opened while this worker waited
+                        continue
                 try:
                     if item is None:
                         # A retry that is due first, else the queue's oldest goal. This loop
@@ -291,7 +294,7 @@ class Sender:
     def _delivered(self, delivery: Delivery, body: bytes) -> None:
         """A goal the API accepted: counted, settled and reported here."""
         if self.circuit.probe is not None:
-            self.circuit.answered(delivery)
+            self._answered(delivery)
         if not self._queue.finish(delivery, True):
             return
         delivery._settle(body)
@@ -349,9 +352,17 @@ class Sender:
                 self.notify(self._worker_count)
         elif circuit.probe is token:
             if isinstance(error, APIError) and not error.retriable:
-                circuit.answered(token)  # DataFast's own refusal (400, 404): the key works
+                self._answered(token)  # DataFast's own refusal (400, 404): the key works
             else:
                 circuit.probe_unanswered(token)
+
+    def _answered(self, token: object) -> None:
+        """DataFast answered ``token``'s request: if it was the probe, the circuit closes and
+        the goals that waited for it go."""
+        circuit = self.circuit
+        circuit.answered(token)
+        if circuit.state is _CLOSED:
+            self.notify(len(self._queue) + len(self._ready))
 
     def _pause_for(self, error: DataFastError) -> None:
         retry_after: float | None = getattr(error, "retry_after", None)
@@ -478,7 +489,7 @@ class Sender:
                 outcome = await self._attempt(body)
                 if isinstance(outcome, bytes):
                     if circuit.probe is token:
-                        circuit.answered(token)
+                        self._answered(token)
                     return read_result(outcome)
                 if isinstance(outcome, TransportError) and outcome.maybe_delivered:
                     maybe = True
