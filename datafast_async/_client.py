@@ -50,7 +50,10 @@ class DataFast:
         website_id: The website's id, required with a ``dft_`` token; ``None`` reads
             ``DATAFAST_WEBSITE_ID``.
         base_url: ``None`` reads ``DATAFAST_BASE_URL``, else ``https://datafa.st``.
-        concurrency: The most requests in flight at once (queue and ``send`` together).
+        concurrency: The most requests in flight at once (queue and ``send`` together): the
+            ceiling of the adaptive limit, which starts at ``min(8, concurrency)``, grows
+            while goals wait and answers succeed, and shrinks on 429s, 503s and timeouts
+            (``stats().concurrency_limit``).
         max_queue_size: The most goals waiting in memory.
         on_full: What ``track`` does when the queue is full: ``"drop"`` the goal (its
             ``Delivery`` settles with ``QueueFullError``), ``"block"`` until there is room
@@ -80,7 +83,7 @@ class DataFast:
         *,
         website_id: str | None = None,
         base_url: str | None = None,
-        concurrency: int = 8,
+        concurrency: int = 64,
         max_queue_size: int = 10_000,
         on_full: OnFull = "drop",
         timeout: float = 10.0,
@@ -92,6 +95,7 @@ class DataFast:
         session: aiohttp.ClientSession | None = None,
         ssl: ssl_module.SSLContext | None = None,
         _transport_factory: Callable[[], Transport] | None = None,
+        _adaptive: bool = True,
     ) -> None:
         self._settings = resolve_settings(api_key, website_id, base_url, enabled)
         self._enabled = self._settings.enabled
@@ -126,10 +130,11 @@ class DataFast:
             )
         self._ssl = ssl
         self._transport_factory = _transport_factory
+        self._adaptive = _adaptive
         self._drops = DropLog(self._max_queue_size)
         # Built once: a full queue may refuse every goal of a busy app.
         self._full_message = f"the queue is full ({self._max_queue_size} goals)"
-        self._run = Run(self._max_queue_size, self._drops)
+        self._run = self._new_run()
         self._warned_lazy = False
         self._forked_from: int | None = None  # goals the parent's run held, said once here
         watch(self)
@@ -185,7 +190,7 @@ class DataFast:
         if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
             run.orphan()
         if run.state is _CLOSED and (start or run.orphaned):
-            run = self._run = Run(self._max_queue_size, self._drops)
+            run = self._run = self._new_run()
         if run.state is _NEW:
             if not start:
                 self._warn_lazy_start()
@@ -197,6 +202,10 @@ class DataFast:
                 "first"
             )
         raise ClientClosedError("the DataFast client is closed; call start() to use it again")
+
+    def _new_run(self) -> Run:
+        initial = min(8, self._concurrency) if self._adaptive else self._concurrency
+        return Run(self._max_queue_size, self._drops, initial)
 
     def _warn_lazy_start(self) -> None:
         if self._warned_lazy:
@@ -232,7 +241,7 @@ class DataFast:
                 queue=bound.queue,
                 transport=bound.transport,
                 policy=self._retry,
-                limiter=Limiter(self._concurrency, loop),
+                limiter=Limiter(self._concurrency, loop, adaptive=self._adaptive),
                 reporter=bound.reporter,
                 loop=loop,
                 workers=self._concurrency,
@@ -252,7 +261,7 @@ class DataFast:
             return
         inherit(run)
         self._forked_from = run.queue.pending
-        self._run = Run(self._max_queue_size, self._drops)
+        self._run = self._new_run()
 
     def _say_forked(self) -> None:
         count, self._forked_from = self._forked_from, None
@@ -470,11 +479,11 @@ class DataFast:
         if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
             run.orphan()
         if run.state is _CLOSED:
-            return run.final_stats or run.queue.snapshot()
+            return run.final_stats or run.stats()
         if run.state is _NEW:
             if not len(run.queue) or not self._enabled:
                 run.state = _CLOSED
-                run.final_stats = run.queue.snapshot()
+                run.final_stats = run.stats()
                 return run.final_stats
             self._current_run(start=True)  # goals handed over before start: deliver them
         seconds = (
@@ -488,7 +497,7 @@ class DataFast:
 
     def stats(self) -> Stats:
         """A snapshot of the counters of the current (or last) run."""
-        return self._run.queue.snapshot()
+        return self._run.stats()
 
     def __del__(self) -> None:
         run: Run | None = getattr(self, "_run", None)

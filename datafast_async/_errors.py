@@ -120,6 +120,8 @@ class TransportError(DataFastError):
     Attributes:
         maybe_delivered: ``False`` when the request cannot have reached the server (no
             connection was made); ``True`` when it may have (reset or timeout after sending).
+        timed_out: No answer came within the client's ``timeout`` (a congestion signal for
+            the adaptive in-flight limit).
     """
 
     retriable = True
@@ -131,16 +133,25 @@ class TransportError(DataFastError):
         maybe_delivered: bool = True,
         retriable: bool = True,
         opens_circuit: bool = False,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.maybe_delivered = maybe_delivered
         self.retriable = retriable
         self.opens_circuit = opens_circuit
+        self.timed_out = timed_out
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_transport_error,
-            (type(self), str(self), self.maybe_delivered, self.retriable, self.opens_circuit),
+            (
+                type(self),
+                str(self),
+                self.maybe_delivered,
+                self.retriable,
+                self.opens_circuit,
+                self.timed_out,
+            ),
         )
 
 
@@ -150,9 +161,14 @@ def _rebuild_transport_error(
     maybe_delivered: bool,
     retriable: bool,
     opens_circuit: bool,
+    timed_out: bool = False,
 ) -> TransportError:
     return cls(
-        message, maybe_delivered=maybe_delivered, retriable=retriable, opens_circuit=opens_circuit
+        message,
+        maybe_delivered=maybe_delivered,
+        retriable=retriable,
+        opens_circuit=opens_circuit,
+        timed_out=timed_out,
     )
 
 

@@ -1,27 +1,49 @@
 """The in-flight limit: how many requests are out at once, and the sender-wide pause.
 
-Today the limit is the client's ``concurrency``, fixed for the life of a run; ``limit`` can be
-set while requests wait (slots are then handed over at once), which is the seam adaptive
-concurrency will use. A ``Retry-After`` pauses every request that has not started yet, the
-queue's and ``send()``'s. Workers take a slot before they take a goal, so a goal never waits
-in front of the limiter.
+The limit adapts, as TCP's congestion window does (AIMD), between 1 and the client's
+``concurrency`` (the ceiling). It starts at ``min(8, ceiling)``. While goals are waiting, the
+limit is full and answers succeed, it grows: by one per success in slow start (so it doubles
+once per round trip) until the first congestion signal, then by ``1 / limit`` per success (one
+per round trip). A congestion signal (a 429, a 503, a timeout) shrinks it by a constant factor,
+at most once per round trip: each request carries the ``epoch`` it was sent in, and signals
+from requests sent before the last decrease are ignored.
+
+A ``Retry-After`` pauses every request that has not started yet, the queue's and ``send()``'s.
+Workers take a slot before they take a goal, so a goal never waits in front of the limiter;
+``send()`` goes ahead of the workers for the next free slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 
-__all__ = ["Limiter"]
+__all__ = ["DECREASE", "Limiter"]
+
+#: The multiplicative decrease. 0.5 (TCP Reno's) swings too far around a hard capacity: with
+#: a server capped at 300 requests/s and 50 ms of latency, the limit then spends half its time
+#: far below the ~15 requests the server can take (see the README's "backing off" figures).
+DECREASE = 0.8
+_INITIAL = 8
 
 
 class Limiter:
-    """Slots for requests in flight, handed over first come, first served."""
+    """Slots for requests in flight, handed over first come, first served (``send()``
+    first), under a limit that adapts between 1 and ``ceiling``."""
 
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
-        if limit < 1:
-            raise ValueError("limit must be >= 1")
-        self._limit = limit
+    def __init__(
+        self, ceiling: int, loop: asyncio.AbstractEventLoop, *, adaptive: bool = True
+    ) -> None:
+        if ceiling < 1:
+            raise ValueError("ceiling must be >= 1")
+        self.ceiling = ceiling
+        self.adaptive = adaptive
+        self._window = float(min(_INITIAL, ceiling) if adaptive else ceiling)
+        self._threshold = math.inf  # slow start until the first congestion signal
+        self._limit = int(self._window)
+        #: Counts the decreases: a request's signal counts only if it was sent in this epoch.
+        self.epoch = 0
         self._loop = loop
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -35,6 +57,7 @@ class Limiter:
     def limit(self, value: int) -> None:
         if value < 1:
             raise ValueError("limit must be >= 1")
+        self._window = float(value)
         self._limit = value
         self._hand_over()
 
@@ -46,6 +69,36 @@ class Limiter:
     def paused_for(self) -> float:
         """Seconds left of the current pause (0 when not paused)."""
         return max(0.0, self._paused_until - self._loop.time())
+
+    # -- adaptation ---------------------------------------------------------------------------
+
+    def succeeded(self, epoch: int, backlog: bool) -> None:
+        """A request sent in ``epoch`` got a success; ``backlog``: goals are waiting."""
+        if not self.adaptive or not backlog or self._limit >= self.ceiling:
+            return
+        if self._in_use + 1 < self._limit and not self._waiters:
+            return  # the limit was not what held the goals back
+        if self._window < self._threshold:
+            self._window += 1.0  # slow start: doubles once per round trip
+        else:
+            self._window += 1.0 / self._window  # additive increase: one per round trip
+        limit = min(self.ceiling, int(self._window))
+        if limit != self._limit:
+            self._limit = limit
+            if self._waiters:
+                self._hand_over()
+
+    def congested(self, epoch: int) -> None:
+        """A request sent in ``epoch`` got a 429, a 503 or a timeout: shrink, once per round
+        trip (a signal from a request sent before the last decrease is ignored)."""
+        if not self.adaptive or epoch != self.epoch:
+            return
+        self.epoch += 1
+        self._window = max(1.0, self._window * DECREASE)
+        self._threshold = self._window
+        self._limit = max(1, int(self._window))
+
+    # -- slots ----------------------------------------------------------------------------------
 
     def pause(self, seconds: float) -> None:
         """Hold every request that has not started for ``seconds`` (a longer pause wins)."""
@@ -67,8 +120,11 @@ class Limiter:
             return True
         return False
 
-    async def acquire(self) -> None:
-        """Wait for the pause to end and a slot to be free, then take the slot."""
+    async def acquire(self, *, first: bool = False) -> None:
+        """Wait for the pause to end and a slot to be free, then take the slot.
+
+        ``first``: go ahead of the slots' other waiters (``send()``, the caller's own request).
+        """
         while True:
             wait = self._paused_until - self._loop.time()
             if wait > 0:
@@ -79,7 +135,10 @@ class Limiter:
                 self._in_use += 1
                 return
             future: asyncio.Future[None] = self._loop.create_future()
-            self._waiters.append(future)
+            if first:
+                self._waiters.appendleft(future)
+            else:
+                self._waiters.append(future)
             try:
                 await future
             except BaseException:

@@ -144,6 +144,8 @@ class Stats:
         retries: Attempts beyond the first, over all goals.
         queued: Goals waiting in the queue.
         in_flight: Goals being sent or waiting to retry.
+        concurrency_limit: The adaptive in-flight limit now (between 1 and ``concurrency``);
+            a gauge, left out when two snapshots are compared.
     """
 
     enqueued: int = 0
@@ -153,3 +155,5 @@ class Stats:
     retries: int = 0
     queued: int = 0
     in_flight: int = 0
+    # A gauge, not a counter: two snapshots compare equal when their counters are.
+    concurrency_limit: int = attrs.field(default=0, eq=False)

@@ -240,9 +240,10 @@ class GoalQueue:
         with self._lock:
             return len(self._items) + len(self._active)
 
-    def snapshot(self) -> Stats:
+    def snapshot(self, concurrency_limit: int = 0) -> Stats:
         with self._lock:
             return Stats(
+                concurrency_limit=concurrency_limit,
                 enqueued=self._enqueued,
                 delivered=self._delivered,
                 failed=self._failed,

@@ -53,8 +53,9 @@ class Run:
     reporter: Reporter
     sender: Sender
 
-    def __init__(self, max_queue_size: int, drops: DropLog) -> None:
+    def __init__(self, max_queue_size: int, drops: DropLog, initial_limit: int) -> None:
         self.queue = GoalQueue(max_queue_size)
+        self._initial_limit = initial_limit
         self.drops = drops
         self.state = RunState.NEW
         # The run's loop while it accepts goals (else NO_LOOP): the hot path compares it with
@@ -67,7 +68,6 @@ class Run:
         self.warned = False
         #: Whether ``bind`` gave the run its parts (a run closed while NEW never had them).
         self.bound = False
-
 
     def bind(
         self,
@@ -85,6 +85,11 @@ class Run:
         self.state = RunState.RUNNING
         self.intake = loop
         self.sender.start()
+
+    def stats(self) -> Stats:
+        """A snapshot of the run's counters and its in-flight limit."""
+        limit = self.sender.limiter.limit if self.bound else self._initial_limit
+        return self.queue.snapshot(limit)
 
     def loop_is_gone(self) -> bool:
         """The loop this run was bound to has ended (closed, or stopped running)."""
@@ -148,7 +153,7 @@ class Run:
             except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
                 logger.warning("closing the HTTP session failed: %r", exc)
             self.state = RunState.CLOSED
-            self.final_stats = queue.snapshot()
+            self.final_stats = self.stats()
             return self.final_stats
         except asyncio.CancelledError:
             # The loop is ending under aclose() (its teardown cancels every task): what is not
@@ -174,7 +179,7 @@ class Run:
             self.sender.abandon_all(
                 "the event loop ended before the goal was delivered (no aclose())"
             )
-        self.final_stats = self.queue.snapshot()
+        self.final_stats = self.stats()
         if pending and not self.warned:
             self.warned = True
             message = (

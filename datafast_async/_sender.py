@@ -67,7 +67,7 @@ class Sender:
         self._queue = queue
         self._transport = transport
         self._policy = policy
-        self._limiter = limiter
+        self._limiter = self.limiter = limiter
         self._reporter = reporter
         self._loop = loop
         self._worker_count = workers
@@ -197,6 +197,7 @@ class Sender:
                                 item = (taken, 1, None, False)
                     if item is not None:
                         current[index] = item
+                        epoch = limiter.epoch
                         try:
                             status, body, reason, headers = await send(item[0]._body())
                             outcome = outcome_of(status, body, reason, headers)
@@ -213,9 +214,11 @@ class Sender:
                     await self._wait_for_work()
                     continue
                 if isinstance(outcome, bytes):
+                    if limiter.adaptive:
+                        limiter.succeeded(epoch, bool(queue) or bool(ready))
                     self._delivered(item[0], outcome)
                 else:
-                    self._attempt_failed(item, outcome)
+                    self._attempt_failed(item, outcome, epoch)
                 current[index] = None
         except asyncio.CancelledError:
             if not self._stopping:
@@ -312,12 +315,12 @@ class Sender:
         delivery._settle(error)
         self._reporter.failed(delivery.goal, error)
 
-    def _attempt_failed(self, item: _Item, error: DataFastError) -> None:
+    def _attempt_failed(self, item: _Item, error: DataFastError, epoch: int) -> None:
         """An attempt that got no success: retry the goal later, or end it."""
         delivery, attempt, _, maybe = item
         if isinstance(error, TransportError) and error.maybe_delivered:
             maybe = True
-        self._observe(delivery, error)
+        self._observe(delivery, error, epoch)
         if error.opens_circuit:
             self._give_up(delivery, error)
             return
@@ -343,8 +346,10 @@ class Sender:
         if self._timer is None or when < self._timer_when:
             self._arm_timer(when)
 
-    def _observe(self, token: object, error: DataFastError) -> None:
-        """What a failed attempt tells the circuit breaker."""
+    def _observe(self, token: object, error: DataFastError, epoch: int) -> None:
+        """What a failed attempt tells the adaptive limit and the circuit breaker."""
+        if _is_congestion(error):
+            self._limiter.congested(epoch)
         circuit = self.circuit
         if error.opens_circuit:
             if circuit.state is _CLOSED or circuit.probe is token:
@@ -445,18 +450,21 @@ class Sender:
 
     # -- send(): the caller's own request, sharing the limit, the pause and the circuit ---
 
-    async def _attempt(self, body: bytes) -> bytes | DataFastError:
-        """One request of ``send()``'s: the API's success body, or the error it ended with."""
+    async def _attempt(self, body: bytes) -> tuple[bytes | DataFastError, int]:
+        """One request of ``send()``'s, ahead of the queue's goals for the next free slot:
+        the API's success body or the error it ended with, and the limiter's epoch it was
+        sent in."""
         limiter = self._limiter
         if not limiter.try_acquire():
-            await limiter.acquire()
+            await limiter.acquire(first=True)
+        epoch = limiter.epoch
         try:
             status, raw, reason, headers = await self._transport.send(body)
         except TransportError as exc:
-            return exc
+            return exc, epoch
         finally:
             limiter.release()
-        return outcome_of(status, raw, reason, headers)
+        return outcome_of(status, raw, reason, headers), epoch
 
     async def _send_past_the_circuit(self, token: object) -> None:
         """Before a ``send()``'s attempt: raise the open circuit's error, wait for a probe's
@@ -486,14 +494,14 @@ class Sender:
             while True:
                 if circuit.state is not _CLOSED:
                     await self._send_past_the_circuit(token)
-                outcome = await self._attempt(body)
+                outcome, epoch = await self._attempt(body)
                 if isinstance(outcome, bytes):
                     if circuit.probe is token:
                         self._answered(token)
                     return read_result(outcome)
                 if isinstance(outcome, TransportError) and outcome.maybe_delivered:
                     maybe = True
-                self._observe(token, outcome)
+                self._observe(token, outcome, epoch)
                 if outcome.opens_circuit:
                     raise outcome
                 self._pause_for(outcome)
@@ -512,6 +520,13 @@ class Sender:
         finally:
             if circuit.probe is token:  # cut while it probed: another request probes
                 circuit.probe_unanswered(token)
+
+
+def _is_congestion(error: DataFastError) -> bool:
+    """A 429, a 503 or a timeout: the API (or what is in front of it) is busy."""
+    if isinstance(error, TransportError):
+        return error.timed_out
+    return getattr(error, "status", None) in (429, 503)
 
 
 # Loop turns a worker cancelled from outside waits for the owner's aclose() to begin.

@@ -179,6 +179,7 @@ class AiohttpTransport:
             raise TransportError(
                 f"no answer within {self._timeout_seconds:g} s (timeout)",
                 maybe_delivered=not isinstance(exc, _CONNECT_TIMEOUT),
+                timed_out=True,
             ) from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise TransportError(
