@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -11,12 +12,17 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from datafast_async import APIError, AuthenticationError, Goal, ShutdownError, Stats
+from datafast_async._cli._import import ImportJob
+from datafast_async._cli._import import _report as import_report
+from datafast_async._cli._output import Console
 from datafast_async._cli._rate import TokenBucket
 from datafast_async._cli._source import MAX_LINE_BYTES, LineSource
 from datafast_async.testing import ThreadedFakeDataFast
@@ -148,6 +154,18 @@ def test_bad_settings_exit_2_with_one_line_and_never_the_key(
     assert SECRET[-20:] not in result.stdout + result.stderr
 
 
+def test_send_through_a_proxy_that_refuses_exits_2_and_names_the_proxy(
+    fake: ThreadedFakeDataFast,
+) -> None:
+    fake.fail_next(407, times=10)
+    result = cli("send", "visitor-1", "signup", env=fake_env(fake))
+    assert result.returncode == 2
+    line = assert_one_error_line(result)
+    assert "the proxy refused the request: HTTP 407" in line
+    assert "proxy's credentials" in line
+    assert len(fake.requests) == 1  # final: not retried
+
+
 def test_a_usage_error_exits_2_without_echoing_the_key(fake: ThreadedFakeDataFast) -> None:
     result = cli("send", "--api-kye", SECRET, "visitor-1", "signup", env=fake_env(fake))
     assert result.returncode == 2
@@ -266,23 +284,146 @@ def test_a_final_server_error_counts_as_failed_not_rejected(
     assert failed["_error"].startswith("failed: HTTP 501")
 
 
-def test_a_key_the_api_refuses_stops_the_import_early_with_exit_2(
-    fake: ThreadedFakeDataFast, tmp_path: Path
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        pytest.param(401, "the API refused the key", id="401-wrong-key"),
+        pytest.param(403, "the API refused the key", id="403"),
+        pytest.param(407, "the proxy refused the request", id="407-proxy"),
+    ],
+)
+def test_a_refused_key_stops_reading_at_once_and_accounts_for_every_line_read(
+    fake: ThreadedFakeDataFast, tmp_path: Path, status: int, words: str
 ) -> None:
-    source = write_lines(tmp_path / "goals.jsonl", [goal_line(f"v{i}") for i in range(5_000)])
+    total = 3_000
+    source = write_lines(tmp_path / "goals.jsonl", [goal_line(f"v{i}") for i in range(total)])
     failed_out = tmp_path / "failed.jsonl"
     env = clean_env(DATAFAST_BASE_URL=fake.base_url)
+    key = SECRET  # the fake server answers 401 to any key but its own
+    if status != 401:
+        key = fake.api_key
+        fake.fail_next(status, times=10 * total)  # every request: a 403, or a proxy's 407
     result = cli(
-        "import", str(source), "--api-key", SECRET, "--failed-out", str(failed_out), env=env
+        "import",
+        str(source),
+        "--api-key",
+        key,
+        "--concurrency",
+        "8",
+        "--no-progress",
+        "--failed-out",
+        str(failed_out),
+        env=env,
     )
-    assert result.returncode == 2
-    assert "refused the key" in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr
+    assert words in result.stderr
+    assert f"stopped: {words}" in result.stdout
+    # The resume hint, as Ctrl-C prints it: every line before N was read, none after it.
+    match = re.search(
+        rf"tail -n \+(\d+) {re.escape(str(source))} \| datafast-async import -", result.stderr
+    )
+    assert match is not None, result.stderr
+    resume_at = int(match.group(1))
     read = int(summary_value(result.stdout, "read").replace(",", ""))
-    assert read < 5_000  # it stopped reading
+    delivered = int(summary_value(result.stdout, "delivered").replace(",", ""))
+    assert read == resume_at - 1
+    assert 0 < read < total  # it stopped reading
+    assert f"the last line read was line {read}" in result.stderr
+    # --failed-out plus the delivered goals cover every line read, each once, and nothing else.
     failed = read_jsonl(failed_out)
-    assert len(failed) == read
+    assert delivered == 0
+    assert sorted(int(f["datafast_visitor_id"][1:]) for f in failed) == list(range(read))
+    assert all(str(status) in f["_error"] for f in failed), {f["_error"] for f in failed}
+    # Lines after the last one read never reached the server; the requests are bounded by the
+    # lines read (the client's circuit breaker will cut them to a handful).
+    requests = fake.requests
+    assert all(int(r.json["datafast_visitor_id"][1:]) < read for r in requests if r.json)
+    assert len(requests) <= read
+    print(f"HTTP {status}: {len(requests)} requests at the server for {read} lines read")
+
+
+class CircuitClient:
+    """What the import sees of a client whose circuit breaker opens on a 401: goals already
+    queued then fail at once, and new goals fail inside ``track()``, before it returns (their
+    ``on_failure`` runs before the import could register them)."""
+
+    def __init__(self, open_after: int) -> None:
+        self.on_failure: Any = None
+        self.open_after = open_after
+        self.queued: list[Goal] = []
+        self.emptied = asyncio.Event()
+        self.refused: APIError | None = None
+        if open_after == 0:
+            self.refused = AuthenticationError(401, "Invalid API key")
+
+    async def start(self) -> None:
+        pass
+
+    async def track(
+        self, visitor_id: str, name: str, *, description: Any = None, metadata: Any = None
+    ) -> Any:
+        goal = Goal(visitor_id, name, description, metadata)
+        delivery = types.SimpleNamespace(goal=goal, error=None, done=lambda: False)
+        if self.refused is not None:
+            delivery.error, delivery.done = self.refused, lambda: True
+            self.on_failure(goal, self.refused)
+            return delivery
+        self.queued.append(goal)
+        if len(self.queued) == self.open_after:
+            asyncio.get_running_loop().call_soon(self.open_circuit)
+        return delivery
+
+    def open_circuit(self) -> None:
+        self.refused = AuthenticationError(401, "Invalid API key")
+        queued, self.queued = self.queued, []
+        for goal in queued:
+            self.on_failure(goal, self.refused)
+        self.emptied.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        if self.queued:
+            self.emptied = asyncio.Event()
+            await self.emptied.wait()
+        return True
+
+    async def aclose(self, timeout: float | None = None) -> Stats:
+        queued, self.queued = self.queued, []
+        for goal in queued:
+            self.on_failure(goal, ShutdownError("still undelivered at the deadline"))
+        return Stats()
+
+
+@pytest.mark.parametrize("open_after", [0, 1, 50])
+async def test_a_refused_key_accounts_for_every_line_when_the_client_fails_goals_at_once(
+    tmp_path: Path, open_after: int
+) -> None:
+    total = 200
+    text = "".join(goal_line(f"v{i}") + "\n" for i in range(total)).encode()
+    client = CircuitClient(open_after)
+    out, err, failed_out = io.StringIO(), io.StringIO(), io.StringIO()
+    console = Console(out, err)
+    job = ImportJob(
+        console=console,
+        source=LineSource(io.BytesIO(text), chunk_bytes=1024),
+        source_name="goals.jsonl",
+        failed_out=failed_out,
+        failed_out_name="failed.jsonl",
+        rate=None,
+        live_progress=False,
+    )
+    client.on_failure = job.on_failure
+    stats = await job.run(client)  # type: ignore[arg-type]
+    code = import_report(job, stats, console)
+    assert code == 2, err.getvalue()
+    read = int(summary_value(out.getvalue(), "read"))
+    assert 0 < read < total
+    failed = [json.loads(line) for line in failed_out.getvalue().splitlines()]
+    assert sorted(int(f["datafast_visitor_id"][1:]) for f in failed) == list(range(read))
     assert all("401" in f["_error"] for f in failed)
+    assert f"tail -n +{read + 1} goals.jsonl | datafast-async import -" in err.getvalue()
+    assert "do not add up" not in err.getvalue()
 
 
 def test_rate_caps_the_goals_per_second(fake: ThreadedFakeDataFast, tmp_path: Path) -> None:
