@@ -196,7 +196,20 @@ def test_import_with_the_client_disabled_validates_and_sends_nothing(
     env["DATAFAST_ENABLED"] = "0"
     result = cli("import", str(source), env=env)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^\s+not sent\s+2\s+DATAFAST_ENABLED is off$", result.stdout, re.MULTILINE)
+    assert "dry run (DATAFAST_ENABLED is off)" in result.stdout
+    assert summary_value(result.stdout, "validated") == "2"
+    assert "deliver" not in result.stdout + result.stderr  # a dry run delivers nothing
+    assert fake.requests == []
+
+    # An invalid line in a dry run: exit 1, and the line in --failed-out with its reason.
+    source = write_lines(tmp_path / "mixed.jsonl", [goal_line("a"), "not json", goal_line("c")])
+    failed_out = tmp_path / "invalid.jsonl"
+    result = cli("import", str(source), "--failed-out", str(failed_out), env=env)
+    assert result.returncode == 1, result.stderr
+    assert summary_value(result.stdout, "validated") == "2"
+    assert summary_value(result.stdout, "invalid") == "1"
+    assert "deliver" not in result.stdout + result.stderr
+    assert [f["_line"] for f in read_jsonl(failed_out)] == ["not json"]
     assert fake.requests == []
 
 

@@ -85,8 +85,10 @@ Ctrl-C stops reading, delivers what is queued for a few seconds, writes the rest
 after it. A key the API refuses (401, 403, or 407 from a proxy) stops the import the same way,
 at once: every line read is delivered or in --failed-out, and the lines after it are unread.
 
-Exit codes: 0 every goal delivered; 1 some lines were not delivered; 2 bad usage or settings,
-or the key was refused; 130 interrupted.
+With DATAFAST_ENABLED=0 it is a dry run: every line is validated, nothing is sent.
+
+Exit codes: 0 every goal delivered (or, in a dry run, every line valid); 1 some lines were not
+delivered; 2 bad usage or settings, or the key was refused; 130 interrupted.
 """
 
 EPILOG = """\
@@ -242,7 +244,7 @@ class ImportJob(Interruptible):
         self.last_line = 0  # the last line handled: every line up to it is accounted for
         self.bytes_done = 0
         self.delivered = 0
-        self.not_sent = 0  # validated only: the client is disabled
+        self.validated = 0  # valid goals not sent: a dry run (the client is disabled)
         self.invalid = 0
         self.rejected: collections.Counter[int] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
@@ -383,7 +385,7 @@ class ImportJob(Interruptible):
                 pass  # a callback already counted it (and wrote it out if it failed)
             elif delivery.done() and delivery.error is None:
                 # A disabled client (DATAFAST_ENABLED=0) settles at once, with no callback.
-                self.not_sent += 1
+                self.validated += 1
             else:
                 self.pending[id(delivery.goal)] = (lineno, raw)
             break
@@ -422,13 +424,27 @@ class ImportJob(Interruptible):
     def not_delivered(self) -> int:
         return self.invalid + sum(self.rejected.values()) + sum(self.failed.values())
 
+    @property
+    def dry_run(self) -> bool:
+        """The client is disabled (DATAFAST_ENABLED=0): lines are validated, nothing is sent."""
+        return self.validated > 0
+
     def _render(self, live: bool) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        counts = (
-            f"{format_count(self.delivered)} delivered, {format_count(self.not_delivered)} "
-            f"failed, {format_rate(self.delivered, elapsed)}/s"
-        )
+        if self.dry_run:
+            counts = (
+                f"{format_count(self.validated)} validated, {format_count(self.invalid)} "
+                f"invalid (dry run: nothing is sent)"
+            )
+        else:
+            counts = (
+                f"{format_count(self.delivered)} delivered, "
+                f"{format_count(self.not_delivered)} failed, "
+                f"{format_rate(self.delivered, elapsed)}/s"
+            )
         line = f"line {format_count(self.last_line)}"
+        if self.reading_done and self.dry_run:
+            return f"read all {format_count(self.last_line)} lines: {counts}"
         if self.reading_done:
             return (
                 f"read all {format_count(self.last_line)} lines; delivering the last "
@@ -452,14 +468,22 @@ class ImportJob(Interruptible):
         state = "interrupted" if self.stopped_by is not None else "done"
         if self.key_refused is not None:
             state = f"stopped: {self.refused_by}"
+        if self.dry_run:
+            return [
+                f"import {self.source_name}: dry run{'' if state == 'done' else ', ' + state} "
+                "(DATAFAST_ENABLED is off): lines validated, nothing sent",
+                *table(
+                    [
+                        ("read", format_count(self.read), "non-blank lines"),
+                        ("validated", format_count(self.validated), "valid goals, not sent"),
+                        ("invalid", format_count(self.invalid), ""),
+                        ("time", format_duration(self.elapsed), ""),
+                    ]
+                ),
+            ]
         rows = [
             ("read", format_count(self.read), "non-blank lines"),
             ("delivered", format_count(self.delivered), ""),
-            *(
-                [("not sent", format_count(self.not_sent), "DATAFAST_ENABLED is off")]
-                if self.not_sent
-                else []
-            ),
             ("invalid", format_count(self.invalid), ""),
             ("rejected", format_count(sum(self.rejected.values())), rejected),
             ("failed", format_count(sum(self.failed.values())), failed),
@@ -568,7 +592,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def _report(job: ImportJob, stats: Stats, console: Console) -> int:
     for line in job.summary():
         console.result(line)
-    accounted = job.delivered + job.not_sent + job.not_delivered
+    accounted = job.delivered + job.validated + job.not_delivered
     if job.pending or accounted != job.read or stats.delivered != job.delivered:
         console.error(
             f"the numbers do not add up: {job.read:,} lines read, {accounted:,} accounted for, "
@@ -576,7 +600,13 @@ def _report(job: ImportJob, stats: Stats, console: Console) -> int:
             f"and {stats.failed:,} failed (please report this)"
         )
         return EXIT_FAILED
-    if job.not_delivered:
+    if job.dry_run:
+        if job.invalid and job.failed_out_name is not None:
+            console.note(
+                f"{PROG}: {job.invalid:,} invalid line{'' if job.invalid == 1 else 's'} "
+                f"written to {job.failed_out_name}, with the reason in _error"
+            )
+    elif job.not_delivered:
         if job.failed_out_name is not None:
             console.note(
                 f"{PROG}: {job.not_delivered:,} lines not delivered were written to "
