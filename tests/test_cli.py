@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import json
 import os
@@ -19,7 +20,15 @@ from typing import Any
 
 import pytest
 
-from datafast_async import APIError, AuthenticationError, Goal, ShutdownError, Stats
+from datafast_async import (
+    APIError,
+    AuthenticationError,
+    DataFast,
+    Goal,
+    RetryPolicy,
+    ShutdownError,
+    Stats,
+)
 from datafast_async._cli._import import ImportJob
 from datafast_async._cli._import import _report as import_report
 from datafast_async._cli._output import Console
@@ -581,6 +590,50 @@ def test_demo_delivers_through_injected_faults_and_loses_nothing() -> None:
     assert delivered + failed == 300
     assert int(summary_value(result.stdout, "retried")) > 0
     assert int(summary_value(result.stdout, "at the server")) == delivered
+
+
+def test_demo_says_which_settings_it_ran_with() -> None:
+    result = cli(
+        "demo", "--goals", "50", "--fail-rate", "0.05", "--concurrency", "4", env=clean_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tuned for a quick demo" in result.stdout
+    assert summary_value(result.stdout, "fail rate") == "5%"
+    # Each setting next to the SDK's default, read from the SDK (so a new default shows).
+    default = inspect.signature(DataFast).parameters["concurrency"].default
+    assert re.search(
+        rf"^\s+concurrency\s+4\s+requests in flight.*\[{default}\]$", result.stdout, re.M
+    )
+    policy = RetryPolicy()
+    assert re.search(
+        rf"^\s+retry\s+6 attempts\s+.*0\.01 s.*\[{policy.max_attempts} attempts, "
+        rf"{policy.initial_delay:g} s doubling to {policy.max_delay:g} s\]$",
+        result.stdout,
+        re.M,
+    )
+    assert re.search(
+        rf"^\s+Retry-After\s+5 s\s+.*\[{policy.max_retry_after:g} s\]$", result.stdout, re.M
+    )
+    assert re.search(r'^\s+queue\s+10,000\s+.*on_full="block".*on_full="drop"', result.stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["demo", "--base-url", "http://127.0.0.1:9"], id="base-url-after"),
+        pytest.param(["--api-key", SECRET, "demo"], id="api-key-before"),
+        pytest.param(["demo", "--website-id", "site-1", "--api-key", SECRET], id="two"),
+    ],
+)
+def test_demo_refuses_the_settings_it_would_ignore(args: list[str]) -> None:
+    result = cli(*args, "--goals", "10", env=clean_env())
+    assert result.returncode == 2
+    line = assert_one_error_line(result)
+    assert "demo runs its own fake server" in line
+    given = [a for a in args if a.startswith("--")]
+    assert all(option in line for option in given), line
+    assert SECRET not in result.stdout + result.stderr
+    assert result.stdout == ""
 
 
 @posix_only
