@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import importlib.util
 import inspect
+import re
 import subprocess
 import sys
 import threading
@@ -182,6 +183,19 @@ def test_example_app_as_pasted_reaches_a_real_server(
         names = sorted(goal.name for goal in fake.goals)
         assert names == ["report_download", "report_download", "signup", "signup"]
         assert all(goal.visitor_id == "v_123" for goal in fake.goals)
+
+
+def test_the_examples_timing_claims_are_the_readmes_measurements() -> None:
+    """A cost quoted in the example is one the README's "Performance" section measured."""
+    example = EXAMPLE.read_text(encoding="utf-8")
+    readme = (EXAMPLE.parent.parent / "README.md").read_text(encoding="utf-8")
+    performance = readme.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert "microsecond" not in example
+    claims = re.findall(r"about \d+(?:\.\d+)? µs", example)
+    assert claims, "the example quotes no measured cost"
+    assert 'README\'s "Performance"' in example.replace("\n        # ", " ")
+    for claim in claims:
+        assert claim in performance, claim
 
 
 def test_lifespan_without_a_key_fails_at_start_up_not_at_import(
