@@ -375,6 +375,48 @@ def test_get_client_in_an_app_whose_lifespan_did_not_run(
         client.post("/signup", json=SIGNUP, headers=COOKIE)
 
 
+def test_get_client_after_an_earlier_lifespan_run_says_to_enter_the_lifespan(
+    example: ModuleType, make_client: MakeClient, recorder: Recorder
+) -> None:
+    """An earlier test ran the lifespan (which closed the client at shutdown); this one forgot
+    `with`: the error says what to do, not just that the client is closed."""
+    app = example.create_app(make_client())
+    with TestClient(app) as client:
+        assert client.post("/signup", json=SIGNUP, headers=COOKIE).json() == {"ok": True}
+    client = TestClient(app)  # without `with`: the lifespan does not run
+    with pytest.raises(
+        ConfigurationError, match=r"lifespan is not running.*with TestClient\(app\) as client"
+    ):
+        client.post("/signup", json=SIGNUP, headers=COOKIE)
+    with TestClient(app) as client:  # entering the lifespan again starts the client again
+        assert client.post("/signup", json=SIGNUP, headers=COOKIE).json() == {"ok": True}
+    assert len(recorder.bodies) == 2
+
+
+async def test_get_client_as_a_plain_call_after_the_lifespan_ended(
+    make_client: MakeClient,
+) -> None:
+    app = Starlette()
+    df = make_client()
+    request = Request({**http_scope(), "app": app})
+    async with lifespan(df)(app):
+        assert get_client(request) is df
+    with pytest.raises(ConfigurationError, match="lifespan is not running"):
+        get_client(request)
+    async with lifespan(df)(app):  # a new run: the client again
+        assert get_client(request) is df
+
+
+async def test_get_client_leaves_a_client_put_on_app_state_by_hand_alone(
+    make_client: MakeClient,
+) -> None:
+    app = Starlette()
+    df = make_client()
+    app.state.datafast = df  # no lifespan: the app manages the client itself
+    await df.aclose()
+    assert get_client(Request({**http_scope(), "app": app})) is df
+
+
 # -- FlushAfterResponse --------------------------------------------------------------------
 
 
