@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -46,7 +47,20 @@ _NO_CLIENT = (
     "lifespan with `with TestClient(app) as client:`"
 )
 
+_LIFESPAN_ENDED = (
+    "the DataFast client on app.state.datafast is closed: the datafast_async.starlette "
+    "lifespan is not running for this request (it ran and ended, for example in an earlier "
+    "`with TestClient(app)` block). In tests, enter the app's lifespan with "
+    "`with TestClient(app) as client:` in this test too; a closed client starts again at each "
+    "lifespan start-up"
+)
+
 logger = logging.getLogger("datafast_async")
+
+# Whether the lifespan of each app it ran for is running now (True) or has ended (False).
+# Kept here rather than on app.state, so that iterating app.state shows only what users put
+# there; weak, so an app can be garbage-collected.
+_lifespan_running: weakref.WeakKeyDictionary[object, bool] = weakref.WeakKeyDictionary()
 
 
 def lifespan(
@@ -97,11 +111,33 @@ def lifespan(
         await datafast.start()
         try:
             setattr(app.state, _STATE_ATTRIBUTE, datafast)
+            _set_lifespan_running(app, True)
             yield
         finally:
+            _set_lifespan_running(app, False)
             await datafast.aclose()
 
     return datafast_lifespan
+
+
+def _set_lifespan_running(app: object, running: bool) -> None:
+    with contextlib.suppress(TypeError):  # an app that takes no weak reference: not tracked
+        _lifespan_running[app] = running
+
+
+def _lifespan_has_ended(scope: Scope) -> bool:
+    """Whether this lifespan put the client on the request's app and has ended since, which
+    closed the client: ``get_client`` then explains, instead of handing out a closed client
+    whose ``track`` raises ``ClientClosedError``.
+
+    It reads the lifespan's own record, not the client's state, so it depends on nothing
+    private in the client. An app whose ``app.state.datafast`` was set by hand, without the
+    lifespan, is not judged here.
+    """
+    try:
+        return _lifespan_running.get(scope.get("app")) is False
+    except TypeError:  # no app, or one that takes no weak reference
+        return False
 
 
 def _client_of(scope: Scope) -> DataFast | None:
@@ -125,12 +161,16 @@ def get_client(request: HTTPConnection) -> DataFast:
         The app's ``DataFast`` client.
 
     Raises:
-        ConfigurationError: The app has no client: its lifespan did not run (no
-            ``lifespan=...``, or a ``TestClient`` used without ``with``).
+        ConfigurationError: The app has no running client: its lifespan did not run (no
+            ``lifespan=...``, or a ``TestClient`` used without ``with``), or it ran and has
+            ended, which closed the client (a ``TestClient`` used without ``with`` after
+            another one was used with it).
     """
     client = _client_of(request.scope)
     if client is None:
         raise ConfigurationError(_NO_CLIENT)
+    if _lifespan_has_ended(request.scope):
+        raise ConfigurationError(_LIFESPAN_ENDED)
     return client
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import io
 import json
 import os
@@ -11,12 +13,25 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from datafast_async import (
+    APIError,
+    AuthenticationError,
+    DataFast,
+    Goal,
+    RetryPolicy,
+    ShutdownError,
+    Stats,
+)
+from datafast_async._cli._import import ImportJob
+from datafast_async._cli._import import _report as import_report
+from datafast_async._cli._output import Console
 from datafast_async._cli._rate import TokenBucket
 from datafast_async._cli._source import MAX_LINE_BYTES, LineSource
 from datafast_async.testing import ThreadedFakeDataFast
@@ -148,6 +163,18 @@ def test_bad_settings_exit_2_with_one_line_and_never_the_key(
     assert SECRET[-20:] not in result.stdout + result.stderr
 
 
+def test_send_through_a_proxy_that_refuses_exits_2_and_names_the_proxy(
+    fake: ThreadedFakeDataFast,
+) -> None:
+    fake.fail_next(407, times=10)
+    result = cli("send", "visitor-1", "signup", env=fake_env(fake))
+    assert result.returncode == 2
+    line = assert_one_error_line(result)
+    assert "the proxy refused the request: HTTP 407" in line
+    assert "proxy's credentials" in line
+    assert len(fake.requests) == 1  # final: not retried
+
+
 def test_a_usage_error_exits_2_without_echoing_the_key(fake: ThreadedFakeDataFast) -> None:
     result = cli("send", "--api-kye", SECRET, "visitor-1", "signup", env=fake_env(fake))
     assert result.returncode == 2
@@ -178,7 +205,20 @@ def test_import_with_the_client_disabled_validates_and_sends_nothing(
     env["DATAFAST_ENABLED"] = "0"
     result = cli("import", str(source), env=env)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^\s+not sent\s+2\s+DATAFAST_ENABLED is off$", result.stdout, re.MULTILINE)
+    assert "dry run (DATAFAST_ENABLED is off)" in result.stdout
+    assert summary_value(result.stdout, "validated") == "2"
+    assert "deliver" not in result.stdout + result.stderr  # a dry run delivers nothing
+    assert fake.requests == []
+
+    # An invalid line in a dry run: exit 1, and the line in --failed-out with its reason.
+    source = write_lines(tmp_path / "mixed.jsonl", [goal_line("a"), "not json", goal_line("c")])
+    failed_out = tmp_path / "invalid.jsonl"
+    result = cli("import", str(source), "--failed-out", str(failed_out), env=env)
+    assert result.returncode == 1, result.stderr
+    assert summary_value(result.stdout, "validated") == "2"
+    assert summary_value(result.stdout, "invalid") == "1"
+    assert "deliver" not in result.stdout + result.stderr
+    assert [f["_line"] for f in read_jsonl(failed_out)] == ["not json"]
     assert fake.requests == []
 
 
@@ -266,23 +306,146 @@ def test_a_final_server_error_counts_as_failed_not_rejected(
     assert failed["_error"].startswith("failed: HTTP 501")
 
 
-def test_a_key_the_api_refuses_stops_the_import_early_with_exit_2(
-    fake: ThreadedFakeDataFast, tmp_path: Path
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        pytest.param(401, "the API refused the key", id="401-wrong-key"),
+        pytest.param(403, "the API refused the key", id="403"),
+        pytest.param(407, "the proxy refused the request", id="407-proxy"),
+    ],
+)
+def test_a_refused_key_stops_reading_at_once_and_accounts_for_every_line_read(
+    fake: ThreadedFakeDataFast, tmp_path: Path, status: int, words: str
 ) -> None:
-    source = write_lines(tmp_path / "goals.jsonl", [goal_line(f"v{i}") for i in range(5_000)])
+    total = 3_000
+    source = write_lines(tmp_path / "goals.jsonl", [goal_line(f"v{i}") for i in range(total)])
     failed_out = tmp_path / "failed.jsonl"
     env = clean_env(DATAFAST_BASE_URL=fake.base_url)
+    key = SECRET  # the fake server answers 401 to any key but its own
+    if status != 401:
+        key = fake.api_key
+        fake.fail_next(status, times=10 * total)  # every request: a 403, or a proxy's 407
     result = cli(
-        "import", str(source), "--api-key", SECRET, "--failed-out", str(failed_out), env=env
+        "import",
+        str(source),
+        "--api-key",
+        key,
+        "--concurrency",
+        "8",
+        "--no-progress",
+        "--failed-out",
+        str(failed_out),
+        env=env,
     )
-    assert result.returncode == 2
-    assert "refused the key" in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout + result.stderr
+    assert words in result.stderr
+    assert f"stopped: {words}" in result.stdout
+    # The resume hint, as Ctrl-C prints it: every line before N was read, none after it.
+    match = re.search(
+        rf"tail -n \+(\d+) {re.escape(str(source))} \| datafast-async import -", result.stderr
+    )
+    assert match is not None, result.stderr
+    resume_at = int(match.group(1))
     read = int(summary_value(result.stdout, "read").replace(",", ""))
-    assert read < 5_000  # it stopped reading
+    delivered = int(summary_value(result.stdout, "delivered").replace(",", ""))
+    assert read == resume_at - 1
+    assert 0 < read < total  # it stopped reading
+    assert f"the last line read was line {read}" in result.stderr
+    # --failed-out plus the delivered goals cover every line read, each once, and nothing else.
     failed = read_jsonl(failed_out)
-    assert len(failed) == read
+    assert delivered == 0
+    assert sorted(int(f["datafast_visitor_id"][1:]) for f in failed) == list(range(read))
+    assert all(str(status) in f["_error"] for f in failed), {f["_error"] for f in failed}
+    # Lines after the last one read never reached the server; the requests are bounded by the
+    # lines read (the client's circuit breaker will cut them to a handful).
+    requests = fake.requests
+    assert all(int(r.json["datafast_visitor_id"][1:]) < read for r in requests if r.json)
+    assert len(requests) <= read
+    print(f"HTTP {status}: {len(requests)} requests at the server for {read} lines read")
+
+
+class CircuitClient:
+    """What the import sees of a client whose circuit breaker opens on a 401: goals already
+    queued then fail at once, and new goals fail inside ``track()``, before it returns (their
+    ``on_failure`` runs before the import could register them)."""
+
+    def __init__(self, open_after: int) -> None:
+        self.on_failure: Any = None
+        self.open_after = open_after
+        self.queued: list[Goal] = []
+        self.emptied = asyncio.Event()
+        self.refused: APIError | None = None
+        if open_after == 0:
+            self.refused = AuthenticationError(401, "Invalid API key")
+
+    async def start(self) -> None:
+        pass
+
+    async def track(
+        self, visitor_id: str, name: str, *, description: Any = None, metadata: Any = None
+    ) -> Any:
+        goal = Goal(visitor_id, name, description, metadata)
+        delivery = types.SimpleNamespace(goal=goal, error=None, done=lambda: False)
+        if self.refused is not None:
+            delivery.error, delivery.done = self.refused, lambda: True
+            self.on_failure(goal, self.refused)
+            return delivery
+        self.queued.append(goal)
+        if len(self.queued) == self.open_after:
+            asyncio.get_running_loop().call_soon(self.open_circuit)
+        return delivery
+
+    def open_circuit(self) -> None:
+        self.refused = AuthenticationError(401, "Invalid API key")
+        queued, self.queued = self.queued, []
+        for goal in queued:
+            self.on_failure(goal, self.refused)
+        self.emptied.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        if self.queued:
+            self.emptied = asyncio.Event()
+            await self.emptied.wait()
+        return True
+
+    async def aclose(self, timeout: float | None = None) -> Stats:
+        queued, self.queued = self.queued, []
+        for goal in queued:
+            self.on_failure(goal, ShutdownError("still undelivered at the deadline"))
+        return Stats()
+
+
+@pytest.mark.parametrize("open_after", [0, 1, 50])
+async def test_a_refused_key_accounts_for_every_line_when_the_client_fails_goals_at_once(
+    tmp_path: Path, open_after: int
+) -> None:
+    total = 200
+    text = "".join(goal_line(f"v{i}") + "\n" for i in range(total)).encode()
+    client = CircuitClient(open_after)
+    out, err, failed_out = io.StringIO(), io.StringIO(), io.StringIO()
+    console = Console(out, err)
+    job = ImportJob(
+        console=console,
+        source=LineSource(io.BytesIO(text), chunk_bytes=1024),
+        source_name="goals.jsonl",
+        failed_out=failed_out,
+        failed_out_name="failed.jsonl",
+        rate=None,
+        live_progress=False,
+    )
+    client.on_failure = job.on_failure
+    stats = await job.run(client)  # type: ignore[arg-type]
+    code = import_report(job, stats, console)
+    assert code == 2, err.getvalue()
+    read = int(summary_value(out.getvalue(), "read"))
+    assert 0 < read < total
+    failed = [json.loads(line) for line in failed_out.getvalue().splitlines()]
+    assert sorted(int(f["datafast_visitor_id"][1:]) for f in failed) == list(range(read))
     assert all("401" in f["_error"] for f in failed)
+    assert f"tail -n +{read + 1} goals.jsonl | datafast-async import -" in err.getvalue()
+    assert "do not add up" not in err.getvalue()
 
 
 def test_rate_caps_the_goals_per_second(fake: ThreadedFakeDataFast, tmp_path: Path) -> None:
@@ -427,6 +590,50 @@ def test_demo_delivers_through_injected_faults_and_loses_nothing() -> None:
     assert delivered + failed == 300
     assert int(summary_value(result.stdout, "retried")) > 0
     assert int(summary_value(result.stdout, "at the server")) == delivered
+
+
+def test_demo_says_which_settings_it_ran_with() -> None:
+    result = cli(
+        "demo", "--goals", "50", "--fail-rate", "0.05", "--concurrency", "4", env=clean_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tuned for a quick demo" in result.stdout
+    assert summary_value(result.stdout, "fail rate") == "5%"
+    # Each setting next to the SDK's default, read from the SDK (so a new default shows).
+    default = inspect.signature(DataFast).parameters["concurrency"].default
+    assert re.search(
+        rf"^\s+concurrency\s+4\s+requests in flight.*\[{default}\]$", result.stdout, re.M
+    )
+    policy = RetryPolicy()
+    assert re.search(
+        rf"^\s+retry\s+6 attempts\s+.*0\.01 s.*\[{policy.max_attempts} attempts, "
+        rf"{policy.initial_delay:g} s doubling to {policy.max_delay:g} s\]$",
+        result.stdout,
+        re.M,
+    )
+    assert re.search(
+        rf"^\s+Retry-After\s+5 s\s+.*\[{policy.max_retry_after:g} s\]$", result.stdout, re.M
+    )
+    assert re.search(r'^\s+queue\s+10,000\s+.*on_full="block".*on_full="drop"', result.stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["demo", "--base-url", "http://127.0.0.1:9"], id="base-url-after"),
+        pytest.param(["--api-key", SECRET, "demo"], id="api-key-before"),
+        pytest.param(["demo", "--website-id", "site-1", "--api-key", SECRET], id="two"),
+    ],
+)
+def test_demo_refuses_the_settings_it_would_ignore(args: list[str]) -> None:
+    result = cli(*args, "--goals", "10", env=clean_env())
+    assert result.returncode == 2
+    line = assert_one_error_line(result)
+    assert "demo runs its own fake server" in line
+    given = [a for a in args if a.startswith("--")]
+    assert all(option in line for option in given), line
+    assert SECRET not in result.stdout + result.stderr
+    assert result.stdout == ""
 
 
 @posix_only

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import importlib.util
 import inspect
+import re
 import subprocess
 import sys
 import threading
@@ -182,6 +183,19 @@ def test_example_app_as_pasted_reaches_a_real_server(
         names = sorted(goal.name for goal in fake.goals)
         assert names == ["report_download", "report_download", "signup", "signup"]
         assert all(goal.visitor_id == "v_123" for goal in fake.goals)
+
+
+def test_the_examples_timing_claims_are_the_readmes_measurements() -> None:
+    """A cost quoted in the example is one the README's "Performance" section measured."""
+    example = EXAMPLE.read_text(encoding="utf-8")
+    readme = (EXAMPLE.parent.parent / "README.md").read_text(encoding="utf-8")
+    performance = readme.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert "microsecond" not in example
+    claims = re.findall(r"about \d+(?:\.\d+)? µs", example)
+    assert claims, "the example quotes no measured cost"
+    assert 'README\'s "Performance"' in example.replace("\n        # ", " ")
+    for claim in claims:
+        assert claim in performance, claim
 
 
 def test_lifespan_without_a_key_fails_at_start_up_not_at_import(
@@ -359,6 +373,48 @@ def test_get_client_in_an_app_whose_lifespan_did_not_run(
     client = TestClient(app)  # without `with`: the lifespan does not run
     with pytest.raises(ConfigurationError, match="lifespan has not run"):
         client.post("/signup", json=SIGNUP, headers=COOKIE)
+
+
+def test_get_client_after_an_earlier_lifespan_run_says_to_enter_the_lifespan(
+    example: ModuleType, make_client: MakeClient, recorder: Recorder
+) -> None:
+    """An earlier test ran the lifespan (which closed the client at shutdown); this one forgot
+    `with`: the error says what to do, not just that the client is closed."""
+    app = example.create_app(make_client())
+    with TestClient(app) as client:
+        assert client.post("/signup", json=SIGNUP, headers=COOKIE).json() == {"ok": True}
+    client = TestClient(app)  # without `with`: the lifespan does not run
+    with pytest.raises(
+        ConfigurationError, match=r"lifespan is not running.*with TestClient\(app\) as client"
+    ):
+        client.post("/signup", json=SIGNUP, headers=COOKIE)
+    with TestClient(app) as client:  # entering the lifespan again starts the client again
+        assert client.post("/signup", json=SIGNUP, headers=COOKIE).json() == {"ok": True}
+    assert len(recorder.bodies) == 2
+
+
+async def test_get_client_as_a_plain_call_after_the_lifespan_ended(
+    make_client: MakeClient,
+) -> None:
+    app = Starlette()
+    df = make_client()
+    request = Request({**http_scope(), "app": app})
+    async with lifespan(df)(app):
+        assert get_client(request) is df
+    with pytest.raises(ConfigurationError, match="lifespan is not running"):
+        get_client(request)
+    async with lifespan(df)(app):  # a new run: the client again
+        assert get_client(request) is df
+
+
+async def test_get_client_leaves_a_client_put_on_app_state_by_hand_alone(
+    make_client: MakeClient,
+) -> None:
+    app = Starlette()
+    df = make_client()
+    app.state.datafast = df  # no lifespan: the app manages the client itself
+    await df.aclose()
+    assert get_client(Request({**http_scope(), "app": app})) is df
 
 
 # -- FlushAfterResponse --------------------------------------------------------------------

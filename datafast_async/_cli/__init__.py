@@ -44,7 +44,8 @@ EPILOG = """\
 settings:
   --api-key, --website-id and --base-url may be given before or after the command; without
   them the DATAFAST_API_KEY, DATAFAST_WEBSITE_ID and DATAFAST_BASE_URL environment variables
-  are used. A df_ key is a website key; a dft_ token also needs the website id.
+  are used. A df_ key is a website key; a dft_ token also needs the website id. demo takes
+  none of them: it runs its own fake server.
 
 exit codes:
   0 every goal delivered; 1 some goals not delivered; 2 bad usage or settings; 130 Ctrl-C

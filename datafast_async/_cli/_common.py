@@ -11,13 +11,15 @@ from types import FrameType
 from typing import Any
 
 from .._client import DataFast
-from .._errors import AuthenticationError, DataFastError, PermissionDeniedError
+from .._errors import APIError, AuthenticationError, DataFastError, PermissionDeniedError
 from .._models import Stats
 
 __all__ = [
     "Interruptible",
     "client_settings",
     "is_key_refused",
+    "refusal",
+    "refusal_hint",
     "non_negative_float",
     "positive_float",
     "positive_int",
@@ -39,9 +41,32 @@ def client_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def refusal(error: DataFastError) -> str | None:
+    """What refused the settings, when every later request with them would fail the same way:
+    the API refused the key (401, 403), or a proxy asked for credentials (407). ``None`` for
+    any other error."""
+    if isinstance(error, (AuthenticationError, PermissionDeniedError)):
+        return "the API refused the key"
+    if isinstance(error, APIError) and error.status == 407:
+        return "the proxy refused the request"
+    return None
+
+
+def refusal_hint(error: DataFastError) -> str:
+    """What to check after ``refusal(error)``."""
+    if isinstance(error, APIError) and error.status == 407:
+        return "check the proxy's credentials (HTTPS_PROXY, HTTP_PROXY)"
+    if isinstance(error, PermissionDeniedError):
+        return (
+            "check that the key may write goals for this website (a dft_ token needs "
+            "goals:write) and that tracking is not suspended"
+        )
+    return "check --api-key or DATAFAST_API_KEY"
+
+
 def is_key_refused(error: DataFastError) -> bool:
-    """401 or 403: every later request with these settings fails the same way."""
-    return isinstance(error, (AuthenticationError, PermissionDeniedError))
+    """401, 403, or a proxy's 407: every later request with these settings fails the same way."""
+    return refusal(error) is not None
 
 
 @contextlib.contextmanager
@@ -120,12 +145,14 @@ def _number(text: str) -> float:
 
 class Interruptible:
     """What ``import`` and ``demo`` share: a stop signal cancels the work, and the client is
-    then closed with a short grace (``stop_grace`` seconds) instead of its full deadline."""
+    then closed with a short grace (``stop_grace`` seconds) instead of its full deadline.
+    ``halt(grace)`` does the same from inside the job (``import`` when the key is refused)."""
 
     stop_grace = 3.0
 
     def __init__(self) -> None:
         self.stopped_by: int | None = None  # the signal that interrupted the job
+        self._halt_grace: float | None = None  # set once the work is cut short
         self._work: asyncio.Task[None] | None = None
 
     def on_stop(self, repeated: bool) -> None:
@@ -135,19 +162,26 @@ class Interruptible:
         self.on_stop(self.stopped_by is not None)
         if self.stopped_by is None:
             self.stopped_by = signum
-            if self._work is not None:
-                self._work.cancel()
+            self.halt(self.stop_grace)
+
+    def halt(self, grace: float) -> None:
+        """Cancel the work now and close the client within ``grace`` seconds (the shortest
+        grace asked for wins)."""
+        if self._halt_grace is None or grace < self._halt_grace:
+            self._halt_grace = grace
+        if self._work is not None:
+            self._work.cancel()
 
     async def work_then_close(self, client: DataFast, work: Coroutine[Any, Any, None]) -> Stats:
-        """Run ``work`` until it ends or a stop signal cancels it, then close the client."""
+        """Run ``work`` until it ends or ``halt`` (a stop signal) cancels it, then close the
+        client."""
         with stop_signals(self._stop):
             self._work = asyncio.ensure_future(work)
             try:
                 await self._work
             except asyncio.CancelledError:
-                if self.stopped_by is None:
+                if self._halt_grace is None:
                     raise
             finally:
-                grace = self.stop_grace if self.stopped_by is not None else None
-                stats = await client.aclose(grace)
+                stats = await client.aclose(self._halt_grace)
         return stats

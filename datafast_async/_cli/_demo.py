@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import inspect
 import os
 import time
-from typing import Any
+from typing import Any, Final
 
 from .._client import DataFast
 from .._errors import DataFastError, TransportError
@@ -26,6 +27,7 @@ from ._output import (
     EXIT_FAILED,
     EXIT_OK,
     PROG,
+    CLIError,
     Console,
     format_count,
     format_duration,
@@ -40,7 +42,15 @@ DEMO_KEY = "df_demo_key_for_the_fake_server"
 # Short delays, so thousands of retries take seconds; six attempts, so at a 10% fault rate a
 # goal fails only if six requests in a row fail (about one in a million).
 DEMO_RETRY = RetryPolicy(max_attempts=6, initial_delay=0.01, max_delay=0.2, max_retry_after=5.0)
+DEMO_QUEUE_SIZE = 10_000
+DEMO_ON_FULL: Final = "block"  # the demo waits for room rather than dropping goals
 STOP_GRACE = 2.0  # seconds to deliver what is queued after Ctrl-C
+# The global settings, which the demo does not use: it runs its own fake server and key.
+SETTINGS_OPTIONS = (
+    ("--api-key", "api_key"),
+    ("--base-url", "base_url"),
+    ("--website-id", "website_id"),
+)
 
 NAMES = ("signup", "Newsletter Signup", "checkout:paid", "trial-started")
 PLANS = ("free", "pro", "team")
@@ -50,7 +60,10 @@ See the SDK work before you wire it in: starts the built-in fake DataFast server
 with injected faults (5xx, 429 with Retry-After, 502 HTML pages, dropped connections), sends
 --goals goals through the real client, shows live progress, and ends with a table and a check
 that nothing was lost: every goal was delivered exactly once at the server, or failed and was
-reported. Needs no API key and no network.
+reported. Needs no API key and no network: it takes no --api-key, --base-url or
+--website-id, and ignores the DATAFAST_* environment. Its settings are tuned for a quick run
+(concurrency 16, retries after 0.01 s instead of 0.5 s); the table at the end lists them, with
+the SDK's defaults.
 
 Exit codes: 0 every goal accounted for; 1 a goal went missing (please report it); 130
 interrupted.
@@ -146,8 +159,8 @@ class Demo(Interruptible):
                 DEMO_KEY,
                 base_url=fake.base_url,
                 concurrency=self.args.concurrency,
-                max_queue_size=10_000,
-                on_full="block",
+                max_queue_size=DEMO_QUEUE_SIZE,
+                on_full=DEMO_ON_FULL,
                 retry=DEMO_RETRY,
                 on_success=self.on_success,
                 on_failure=self.on_failure,
@@ -184,6 +197,9 @@ class Demo(Interruptible):
         ]
         for line in table(rows):
             self.console.result(line)
+        self.console.result("settings of this run, tuned for a quick demo [the SDK's defaults]:")
+        for line in table(self.settings_rows()):
+            self.console.result(line)
         problems = self.check(stats, server_goals)
         if self.stopped_by is not None:
             self.console.note(f"{PROG}: interrupted")
@@ -198,6 +214,44 @@ class Demo(Interruptible):
             "reported)"
         )
         return EXIT_OK
+
+    def settings_rows(self) -> list[tuple[str, str, str]]:
+        """What the demo ran with, next to what a client gets by default."""
+        retry, default_retry = DEMO_RETRY, RetryPolicy()
+        default_concurrency = _default_of("concurrency")
+        default_queue = _default_of("max_queue_size")
+        default_on_full = _default_of("on_full")
+        return [
+            (
+                "fail rate",
+                f"{self.args.fail_rate:.0%}",
+                "of requests, failed on purpose by the fake server (--fail-rate)",
+            ),
+            (
+                "concurrency",
+                format_count(self.args.concurrency),
+                f"requests in flight at most (--concurrency) [{default_concurrency}]",
+            ),
+            (
+                "retry",
+                f"{retry.max_attempts} attempts",
+                f"per goal; waits up to {retry.initial_delay:g} s, doubling, at most "
+                f"{retry.max_delay:g} s [{default_retry.max_attempts} attempts, "
+                f"{default_retry.initial_delay:g} s doubling to {default_retry.max_delay:g} s]",
+            ),
+            (
+                "Retry-After",
+                f"{retry.max_retry_after:g} s",
+                f"the longest honoured; a longer one fails the goal "
+                f"[{default_retry.max_retry_after:g} s]",
+            ),
+            (
+                "queue",
+                format_count(DEMO_QUEUE_SIZE),
+                f'goals at most; track() waits for room (on_full="{DEMO_ON_FULL}") '
+                f'[{_format_default(default_queue)}, on_full="{default_on_full}"]',
+            ),
+        ]
 
     def check(self, stats: Stats, server_goals: list[Goal]) -> list[str]:
         """Everything that would mean a goal was lost, duplicated or miscounted."""
@@ -235,7 +289,26 @@ def _reason(error: DataFastError) -> str:
     return "transport" if isinstance(error, TransportError) else type(error).__name__
 
 
+def _default_of(parameter: str) -> object:
+    """The default of one of ``DataFast()``'s arguments (``"?"`` if it cannot be read)."""
+    try:
+        default = inspect.signature(DataFast).parameters[parameter].default
+    except (KeyError, TypeError, ValueError):
+        return "?"
+    return "?" if default is inspect.Parameter.empty else default
+
+
+def _format_default(value: object) -> str:
+    return format_count(value) if isinstance(value, int) else str(value)
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
+    given = [option for option, name in SETTINGS_OPTIONS if getattr(args, name, None) is not None]
+    if given:
+        raise CLIError(
+            f"demo runs its own fake server with its own key and does not use "
+            f"{' or '.join(given)}; to try your settings, use '{PROG} send' or '{PROG} import'"
+        )
     # The demo talks to its own fake server only: DATAFAST_ENABLED=0 (which would make the
     # client send nothing) does not apply to it.
     os.environ.pop("DATAFAST_ENABLED", None)

@@ -33,9 +33,10 @@ from ._common import (
     STOP_SIGNALS,
     Interruptible,
     client_settings,
-    is_key_refused,
     positive_float,
     positive_int,
+    refusal,
+    refusal_hint,
 )
 from ._output import (
     EXIT_FAILED,
@@ -80,10 +81,14 @@ original object plus an "_error" field with the reason; import that file again t
 exactly what is missing.
 
 Ctrl-C stops reading, delivers what is queued for a few seconds, writes the rest to
---failed-out and prints the number of the last line read.
+--failed-out and prints the number of the last line read, with the command that resumes
+after it. A key the API refuses (401, 403, or 407 from a proxy) stops the import the same way,
+at once: every line read is delivered or in --failed-out, and the lines after it are unread.
 
-Exit codes: 0 every goal delivered; 1 some lines were not delivered; 2 bad usage or settings,
-or the API refused the key (401/403: the import stops early); 130 interrupted.
+With DATAFAST_ENABLED=0 it is a dry run: every line is validated, nothing is sent.
+
+Exit codes: 0 every goal delivered (or, in a dry run, every line valid); 1 some lines were not
+delivered; 2 bad usage or settings, or the key was refused; 130 interrupted.
 """
 
 EPILOG = """\
@@ -231,34 +236,53 @@ class ImportJob(Interruptible):
         # id(goal) -> (line number, raw line) for every goal handed to the client and not
         # yet settled: the only per-goal state, bounded by the client's queue.
         self.pending: dict[int, tuple[int, bytes]] = {}
+        # The line whose track() call is under way: a client that settles a goal inside
+        # track() (a circuit breaker failing new goals at once) reports it before it could be
+        # registered in pending; the callback then takes this entry.
+        self.tracking: tuple[int, bytes] | None = None
         self.read = 0  # lines with something on them, handled (accepted or invalid)
         self.last_line = 0  # the last line handled: every line up to it is accounted for
         self.bytes_done = 0
         self.delivered = 0
-        self.not_sent = 0  # validated only: the client is disabled
+        self.validated = 0  # valid goals not sent: a dry run (the client is disabled)
         self.invalid = 0
         self.rejected: collections.Counter[int] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
         self.line_reports = 0
         self.reading_done = False
-        self.key_refused: DataFastError | None = None
+        self.key_refused: DataFastError | None = None  # the error that stopped the import
+        self.refused_by = ""  # what refused it: "the API refused the key", ...
         self.read_error: OSError | None = None
         self.started = time.monotonic()
         self.elapsed = 0.0
 
     # -- what the client reports -------------------------------------------------------------
 
+    def _entry(self, goal: Goal) -> tuple[int, bytes] | None:
+        entry = self.pending.pop(id(goal), None)
+        if entry is None and self.tracking is not None:
+            entry, self.tracking = self.tracking, None  # settled inside track()
+        return entry
+
     def on_success(self, goal: Goal, result: GoalResult) -> None:
-        self.pending.pop(id(goal), None)
+        self._entry(goal)
         self.delivered += 1
 
     def on_failure(self, goal: Goal, error: DataFastError) -> None:
-        entry = self.pending.pop(id(goal), None)
+        entry = self._entry(goal)
+        refused_by = refusal(error)
+        if refused_by is not None and self.key_refused is None:
+            self._stop_refused(error, refused_by)
+        report = refused_by is None and not isinstance(error, ShutdownError)
         if isinstance(error, APIError) and not error.retriable and error.status < 500:
             self.rejected[error.status] += 1
             reason = f"rejected: {error}"
-            if is_key_refused(error) and self.key_refused is None:
-                self.key_refused = error  # every later goal would fail the same way: stop
+        elif self.key_refused is not None and isinstance(error, ShutdownError):
+            # Cut short by the refusal: queued, or in flight when the import stopped.
+            self.failed[f"stopped after {_status_of(self.key_refused)}"] += 1
+            reason = (
+                f"not delivered: the import stopped when {self.refused_by} ({self.key_refused})"
+            )
         else:
             self.failed[_failure_kind(error)] += 1
             reason = _failure_reason(error)
@@ -266,10 +290,19 @@ class ImportJob(Interruptible):
             self.console.note(f"{PROG}: a goal without its line failed: {reason}")
             return
         lineno, raw = entry
-        if not isinstance(error, ShutdownError):
+        if report:
             self._report_line(lineno, reason)
         obj = json.loads(raw)
         self._write_failed(obj, reason)
+
+    def _stop_refused(self, error: DataFastError, refused_by: str) -> None:
+        """The key (or the proxy) was refused: every later request would fail the same way.
+        Stop reading now and close the client at once: goals still queued or in flight fail
+        with a ``ShutdownError`` (or the client's own refusal) and go to --failed-out."""
+        self.key_refused = error
+        self.refused_by = refused_by
+        self.console.note(f"{PROG}: {refused_by} ({error}): stopping now")
+        self.halt(0.0)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -331,6 +364,7 @@ class ImportJob(Interruptible):
         if self.bucket is not None:
             await self.bucket.take()
         while True:
+            self.tracking = (lineno, raw)
             try:
                 delivery = await client.track(
                     visitor_id, name, description=description, metadata=metadata
@@ -340,8 +374,18 @@ class ImportJob(Interruptible):
                 break
             except QueueFullError:
                 continue  # the queue stayed full for the client's timeout: keep waiting
-            if delivery.done():  # a disabled client (DATAFAST_ENABLED=0) settles at once
-                self.not_sent += 1
+            except asyncio.CancelledError:
+                if self.tracking is None:  # settled (and counted) inside track(): it was read
+                    self.read += 1
+                    self.last_line = lineno
+                raise
+            finally:
+                settled_inside, self.tracking = self.tracking is None, None
+            if settled_inside:
+                pass  # a callback already counted it (and wrote it out if it failed)
+            elif delivery.done() and delivery.error is None:
+                # A disabled client (DATAFAST_ENABLED=0) settles at once, with no callback.
+                self.validated += 1
             else:
                 self.pending[id(delivery.goal)] = (lineno, raw)
             break
@@ -380,13 +424,27 @@ class ImportJob(Interruptible):
     def not_delivered(self) -> int:
         return self.invalid + sum(self.rejected.values()) + sum(self.failed.values())
 
+    @property
+    def dry_run(self) -> bool:
+        """The client is disabled (DATAFAST_ENABLED=0): lines are validated, nothing is sent."""
+        return self.validated > 0
+
     def _render(self, live: bool) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        counts = (
-            f"{format_count(self.delivered)} delivered, {format_count(self.not_delivered)} "
-            f"failed, {format_rate(self.delivered, elapsed)}/s"
-        )
+        if self.dry_run:
+            counts = (
+                f"{format_count(self.validated)} validated, {format_count(self.invalid)} "
+                f"invalid (dry run: nothing is sent)"
+            )
+        else:
+            counts = (
+                f"{format_count(self.delivered)} delivered, "
+                f"{format_count(self.not_delivered)} failed, "
+                f"{format_rate(self.delivered, elapsed)}/s"
+            )
         line = f"line {format_count(self.last_line)}"
+        if self.reading_done and self.dry_run:
+            return f"read all {format_count(self.last_line)} lines: {counts}"
         if self.reading_done:
             return (
                 f"read all {format_count(self.last_line)} lines; delivering the last "
@@ -409,15 +467,23 @@ class ImportJob(Interruptible):
         failed = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(self.failed.items()))
         state = "interrupted" if self.stopped_by is not None else "done"
         if self.key_refused is not None:
-            state = "stopped: the API refused the key"
+            state = f"stopped: {self.refused_by}"
+        if self.dry_run:
+            return [
+                f"import {self.source_name}: dry run{'' if state == 'done' else ', ' + state} "
+                "(DATAFAST_ENABLED is off): lines validated, nothing sent",
+                *table(
+                    [
+                        ("read", format_count(self.read), "non-blank lines"),
+                        ("validated", format_count(self.validated), "valid goals, not sent"),
+                        ("invalid", format_count(self.invalid), ""),
+                        ("time", format_duration(self.elapsed), ""),
+                    ]
+                ),
+            ]
         rows = [
             ("read", format_count(self.read), "non-blank lines"),
             ("delivered", format_count(self.delivered), ""),
-            *(
-                [("not sent", format_count(self.not_sent), "DATAFAST_ENABLED is off")]
-                if self.not_sent
-                else []
-            ),
             ("invalid", format_count(self.invalid), ""),
             ("rejected", format_count(sum(self.rejected.values())), rejected),
             ("failed", format_count(sum(self.failed.values())), failed),
@@ -425,6 +491,11 @@ class ImportJob(Interruptible):
             ("goals/s", format_rate(self.delivered, self.elapsed), ""),
         ]
         return [f"import {self.source_name}: {state}", *table(rows)]
+
+
+def _status_of(error: DataFastError) -> str:
+    status = getattr(error, "status", None)
+    return str(status) if status is not None else type(error).__name__
 
 
 def _failure_kind(error: DataFastError) -> str:
@@ -521,7 +592,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def _report(job: ImportJob, stats: Stats, console: Console) -> int:
     for line in job.summary():
         console.result(line)
-    accounted = job.delivered + job.not_sent + job.not_delivered
+    accounted = job.delivered + job.validated + job.not_delivered
     if job.pending or accounted != job.read or stats.delivered != job.delivered:
         console.error(
             f"the numbers do not add up: {job.read:,} lines read, {accounted:,} accounted for, "
@@ -529,7 +600,13 @@ def _report(job: ImportJob, stats: Stats, console: Console) -> int:
             f"and {stats.failed:,} failed (please report this)"
         )
         return EXIT_FAILED
-    if job.not_delivered:
+    if job.dry_run:
+        if job.invalid and job.failed_out_name is not None:
+            console.note(
+                f"{PROG}: {job.invalid:,} invalid line{'' if job.invalid == 1 else 's'} "
+                f"written to {job.failed_out_name}, with the reason in _error"
+            )
+    elif job.not_delivered:
         if job.failed_out_name is not None:
             console.note(
                 f"{PROG}: {job.not_delivered:,} lines not delivered were written to "
@@ -547,20 +624,21 @@ def _report(job: ImportJob, stats: Stats, console: Console) -> int:
             f"{error.strerror or error}"
         )
         return EXIT_FAILED
+    if job.stopped_by is not None or job.key_refused is not None:
+        why = "interrupted" if job.stopped_by is not None else "stopped"
+        if job.reading_done:
+            unread = "every line was read"
+        else:
+            unread = "the lines after it were not read"
+            if job.source_name != "<stdin>":
+                unread += (
+                    f" (to resume: tail -n +{job.last_line + 1} {job.source_name} | "
+                    f"{PROG} import -)"
+                )
+        console.note(f"{PROG}: {why}: the last line read was line {job.last_line}; {unread}")
     if job.stopped_by is not None:
-        resume = ""
-        if job.source_name != "<stdin>" and not job.reading_done:
-            resume = (
-                f" (to resume: tail -n +{job.last_line + 1} {job.source_name} | {PROG} import -)"
-            )
-        console.note(
-            f"{PROG}: interrupted: the last line read was line {job.last_line}; the lines "
-            f"after it were not read{resume}"
-        )
         return STOP_SIGNALS.get(job.stopped_by, 130)
     if job.key_refused is not None:
-        console.error(
-            f"the API refused the key ({job.key_refused}); stopped after line {job.last_line}"
-        )
+        console.error(f"{job.refused_by} ({job.key_refused}): {refusal_hint(job.key_refused)}")
         return EXIT_USAGE
     return EXIT_FAILED if job.not_delivered else EXIT_OK

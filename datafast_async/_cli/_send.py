@@ -10,7 +10,7 @@ from .._client import DataFast
 from .._errors import APIError, DataFastError, ValidationError
 from .._models import Goal, GoalResult
 from .._retry import RetryPolicy
-from ._common import client_settings, is_key_refused
+from ._common import client_settings, refusal, refusal_hint
 from ._output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError, Console
 
 __all__ = ["add_parser"]
@@ -23,7 +23,7 @@ Deliver one goal now (no queue) and print its event id on stdout.
 
 Transport errors, 408, 429 and 5xx are retried a few times. Exit codes: 0 delivered; 1 the API
 refused the goal (400, 404, ...) or could not be reached; 2 bad usage, bad settings, an
-invalid goal, or a key the API refuses (401, 403).
+invalid goal, or a key the API refuses (401, 403; 407 from a proxy).
 """
 
 EPILOG = """\
@@ -99,8 +99,9 @@ async def _send(client: DataFast, goal: Goal) -> GoalResult:
                 goal.visitor_id, goal.name, description=goal.description, metadata=goal.metadata
             )
         except DataFastError as exc:
-            if is_key_refused(exc):
-                raise CLIError(f"the API refused the key: {exc}", EXIT_USAGE) from None
+            refused_by = refusal(exc)
+            if refused_by is not None:
+                raise CLIError(f"{refused_by}: {exc} ({refusal_hint(exc)})", EXIT_USAGE) from None
             if isinstance(exc, APIError) and not exc.retriable:
                 raise CLIError(f"the API refused the goal: {exc}", EXIT_FAILED) from None
             raise CLIError(f"the goal was not delivered: {exc}", EXIT_FAILED) from None

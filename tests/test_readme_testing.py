@@ -1,0 +1,53 @@
+"""The README's "Testing your app" example runs as pasted, under each async plugin it names."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+RUN_TIMEOUT = 60.0  # seconds: a pytest run in a fresh process
+
+
+def readme_block(containing: str) -> str:
+    """The README's ``python`` code block that contains ``containing``."""
+    blocks = re.findall(r"^```python\n(.*?)^```$", README.read_text(encoding="utf-8"), re.S | re.M)
+    [block] = [block for block in blocks if containing in block]
+    return str(block)
+
+
+def run_pytest(tmp_path: Path, source: str, *options: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_readme_example.py").write_text(source, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAFAST_", "PYTEST_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *options, "-q"],
+        cwd=tmp_path,  # no ini file there: the plugins' own defaults, as in a new project
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+
+def test_the_async_example_passes_as_pasted_under_pytest_asyncio_strict(tmp_path: Path) -> None:
+    source = readme_block("async def test_signup_records_a_goal")
+    result = run_pytest(tmp_path, source, "-o", "asyncio_mode=strict")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b1 passed\b", result.stdout), result.stdout
+
+
+def test_the_async_example_passes_with_anyios_mark_instead(tmp_path: Path) -> None:
+    source = readme_block("async def test_signup_records_a_goal")
+    assert "@pytest.mark.asyncio" in source
+    source = source.replace("@pytest.mark.asyncio", "@pytest.mark.anyio", 1)
+    result = run_pytest(tmp_path, source, "-p", "no:asyncio")  # anyio's plugin alone
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b1 passed\b", result.stdout), result.stdout
