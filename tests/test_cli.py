@@ -602,7 +602,7 @@ def test_demo_says_which_settings_it_ran_with() -> None:
     # Each setting next to the SDK's default, read from the SDK (so a new default shows).
     default = inspect.signature(DataFast).parameters["concurrency"].default
     assert re.search(
-        rf"^\s+concurrency\s+4\s+requests in flight.*\[{default}\]$", result.stdout, re.M
+        rf"^\s+concurrency\s+4\s+ceiling of the adaptive.*\[{default}\]$", result.stdout, re.M
     )
     policy = RetryPolicy()
     assert re.search(

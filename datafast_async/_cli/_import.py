@@ -115,8 +115,9 @@ def add_parser(
         "--concurrency",
         metavar="N",
         type=positive_int,
-        default=8,
-        help="requests in flight at once (default: 8)",
+        default=64,
+        help="the most requests in flight at once: the ceiling of the adaptive limit "
+        "(default: 64)",
     )
     parser.add_argument(
         "--failed-out",
@@ -558,7 +559,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     client = DataFast(  # ConfigurationError: exit 2 in main
         **client_settings(args),
         concurrency=args.concurrency,
-        max_queue_size=max(1_000, 100 * args.concurrency),
+        max_queue_size=max(1_000, min(10_000, 100 * args.concurrency)),
         on_full="block",
         on_success=on_success,
         on_failure=on_failure,
