@@ -116,8 +116,7 @@ def add_parser(
         metavar="N",
         type=positive_int,
         default=64,
-        help="the most requests in flight at once: the ceiling of the adaptive limit "
-        "(default: 64)",
+        help="the adaptive in-flight limit's ceiling (default: 64)",
     )
     parser.add_argument(
         "--failed-out",
