@@ -1,5 +1,5 @@
 # ruff: noqa: RUF001  (the tables use the multiplication sign and the en dash on purpose)
-"""The goals of issue 3, and the markdown tables a run prints."""
+"""The goals of the performance issues, and the markdown tables a run prints."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def _fmt(value: float, unit: str) -> str:
     if unit == "MiB":
         return f"{value:.1f} MiB"
     if unit == "%":
-        return f"{value * 100:.0f}%"
+        return f"{value * 100:.1f}%"
+    if unit == "s":
+        return f"{value:.1f} s"
     return f"{value:,.0f}"
 
 
@@ -163,7 +165,95 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
         ratio,
         lambda v: v >= 0.9,
     )
+    _adaptive_goals(results.get("adaptive"), add)
     return rows
+
+
+def _adaptive_goals(adaptive: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """Issue 10's goals: the default (adaptive) client beside the limit fixed at 8."""
+    if adaptive is None:
+        return
+    for key, latency in (("latency_50ms", "50 ms"), ("latency_200ms", "200 ms")):
+        section = adaptive.get(key)
+        if section is None:
+            continue
+        rate = section["offered_per_s"]
+        ratio = _s(section, "adaptive", "ratio")
+        add(
+            f"delivered/s, {rate:,.0f} goals/s offered, API at {latency} (jittered)",
+            (_s(section, "adaptive", "delivered_per_s"), "/s"),
+            ("limit fixed at 8", _s(section, "fixed_8", "delivered_per_s"), "/s"),
+            ratio,
+            "≥ 0.98× offered",
+            ratio,
+            lambda v: v >= 0.98,
+        )
+        dropped = _s(section, "adaptive", "dropped")
+        add(
+            f"goals dropped, {rate:,.0f} goals/s offered, API at {latency}",
+            (dropped, ""),
+            ("limit fixed at 8", _s(section, "fixed_8", "dropped"), ""),
+            None,
+            "0",
+            dropped,
+            lambda v: v == 0,
+        )
+        burst = _s(section, "adaptive", "burst", "drained_s")
+        if burst is not None or _s(section, "adaptive", "burst", "delivered_in_time"):
+            fixed = _s(section, "fixed_8", "burst", "drained_s")
+            fixed_label = (
+                "limit fixed at 8"
+                if fixed is not None
+                else f"limit fixed at 8: not drained in {adaptive['burst_cap_s']:g} s; delivered"
+            )
+            add(
+                f"burst of {adaptive['burst']:,} goals, API at {latency}: time to deliver them all",
+                (burst, "s"),
+                (
+                    fixed_label,
+                    fixed or _s(section, "fixed_8", "burst", "delivered_in_time"),
+                    "s" if fixed is not None else "",
+                ),
+                None,
+                "≤ 25 s, 0 dropped",
+                burst or {"median": math.nan},
+                lambda v: v <= 25,
+            )
+        closed = _s(section, "adaptive", "shutdown", "delivered")
+        if closed is not None:
+            add(
+                f"`aclose()` with {adaptive['shutdown_goals']:,} goals queued, API at {latency}: "
+                "delivered within the default 10 s",
+                (closed, ""),
+                ("limit fixed at 8", _s(section, "fixed_8", "shutdown", "delivered"), ""),
+                None,
+                f"all {adaptive['shutdown_goals']:,}",
+                closed,
+                lambda v: v >= adaptive["shutdown_goals"],
+            )
+    capped = adaptive.get("capacity_300") or {}
+    chosen = capped.get(str(adaptive.get("decrease")))
+    if chosen is not None:
+        goodput = _s(chosen, "goodput_per_s")
+        add(
+            "goodput, server capped at 300 requests/s, 50 ms",
+            (goodput, "/s"),
+            ("the cap", None, ""),
+            None,
+            "≥ 270/s (0.9 × 300)",
+            goodput,
+            lambda v: v >= 270,
+        )
+        share = _s(chosen, "share_429")
+        add(
+            "429 answers, server capped at 300 requests/s",
+            (share, "%"),
+            ("of all requests", None, ""),
+            None,
+            "≤ 10 %",
+            share,
+            lambda v: v <= 0.10,
+        )
 
 
 def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -252,6 +342,39 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
         "/s",
     )
     add("`aclose()` draining the queue", _s(drain, "aclose_goals_per_s"), "/s")
+    adaptive = results.get("adaptive") or {}
+    for key, latency in (("latency_50ms", "50 ms"), ("latency_200ms", "200 ms")):
+        section = adaptive.get(key)
+        if section is None:
+            continue
+        for mode, label in (("adaptive", "adaptive limit"), ("fixed_8", "limit fixed at 8")):
+            base = (mode,)
+            prefix = f"{label}, API at {latency}, steady offering"
+            add(f"{prefix}: peak queue", _s(section, *base, "peak_queue"), "")
+            add(f"{prefix}: time to drain after it", _s(section, *base, "drain_s"), "s")
+            add(f"{prefix}: highest limit", _s(section, *base, "limit_max"), "")
+            over_time = section.get(mode, {}).get("limit_over_time")
+            if over_time:
+                shown = ", ".join(f"{t:g} s: {limit}" for t, limit in over_time[::4])
+                out.append((f"{prefix}: the limit over time (last round)", shown))
+            add(
+                f"{label}, burst of {adaptive['burst']:,} at {latency}: delivered by the "
+                f"cut-off ({adaptive['burst_cap_s']:g} s)",
+                _s(section, *base, "burst", "delivered_in_time"),
+                "",
+            )
+            add(
+                f"{label}, `aclose()` of {adaptive['shutdown_goals']:,} at {latency}: seconds",
+                _s(section, *base, "shutdown", "seconds"),
+                "s",
+            )
+    for factor, figures in (adaptive.get("capacity_300") or {}).items():
+        prefix = f"capped server (300 requests/s), decrease factor {factor}"
+        add(f"{prefix}: goodput", _s(figures, "goodput_per_s"), "/s")
+        add(f"{prefix}: 429 share", _s(figures, "share_429"), "%")
+        add(f"{prefix}: the limit's low", _s(figures, "limit_min"), "")
+        add(f"{prefix}: the limit's high", _s(figures, "limit_max"), "")
+        add(f"{prefix}: the limit's mean", _s(figures, "limit_mean"), "")
     return out
 
 

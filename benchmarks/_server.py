@@ -1,10 +1,13 @@
 """A fast HTTP/1.1 server standing in for the DataFast API: ``python -m benchmarks._server``.
 
 It answers every ``POST`` with DataFast's success body (``GET /__stats`` with its counters), on
-keep-alive connections, after ``--latency`` seconds. It is a bare asyncio protocol (on uvloop
-when installed), so that the client, not the server, is what a benchmark measures. It prints
-one JSON line (its port) when ready and exits when terminated, when its parent dies, or after
-``--max-seconds``.
+keep-alive connections, after ``--latency`` seconds (each answer's latency drawn uniformly
+within ``--jitter`` of it). Like a real API under load it can have a capacity: with
+``--capacity-rps`` a token bucket (a tenth of a second of burst) admits requests, and those
+beyond it are answered ``--over`` (429 without ``Retry-After``, or 503) after the same latency.
+It is a bare asyncio protocol (on uvloop when installed), so that the client, not the server, is
+what a benchmark measures. It prints one JSON line (its port) when ready and exits when
+terminated, when its parent dies, or after ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import time
 from typing import Any
@@ -30,13 +34,62 @@ _OK = (
 )
 
 
+def _answer(status: bytes, kind: bytes, body: bytes) -> bytes:
+    head = b"HTTP/1.1 " + status + b"\r\nContent-Type: " + kind + b"\r\nContent-Length: "
+    return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+# What a server over its capacity answers: a 429 without Retry-After, or a gateway's 503.
+_OVER = {
+    429: _answer(
+        b"429 Too Many Requests",
+        b"application/json",
+        b'{"status":"error","error":{"code":429,"message":"Too many requests."}}',
+    ),
+    503: _answer(
+        b"503 Service Unavailable",
+        b"text/html",
+        b"<html><body><h1>503 Service Unavailable</h1></body></html>",
+    ),
+}
+
+
 class _Counters:
     requests = 0
     bytes_in = 0
+    refused = 0
+    in_flight = 0
+    high_water = 0
+
+
+class _Bucket:
+    """A token bucket of ``rate`` tokens per second holding a tenth of a second of them."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.size = max(1.0, rate / 10)
+        self.tokens = self.size
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def _stats_response() -> bytes:
-    body = json.dumps({"requests": _Counters.requests, "bytes_in": _Counters.bytes_in}).encode()
+    body = json.dumps(
+        {
+            "requests": _Counters.requests,
+            "bytes_in": _Counters.bytes_in,
+            "refused": _Counters.refused,
+            "high_water": _Counters.high_water,
+        }
+    ).encode()
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
@@ -46,8 +99,11 @@ def _stats_response() -> bytes:
 
 
 class _Http(asyncio.Protocol):
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, jitter: float, bucket: _Bucket | None, over: bytes) -> None:
         self._latency = latency
+        self._jitter = jitter
+        self._bucket = bucket
+        self._over = over
         self._buffer = bytearray()
         self._transport: Any = None
         self._loop = asyncio.get_running_loop()
@@ -77,10 +133,23 @@ class _Http(asyncio.Protocol):
                 continue
             _Counters.requests += 1
             _Counters.bytes_in += total
-            if self._latency > 0:
-                self._loop.call_later(self._latency, self._write, _OK)
+            answer = _OK
+            if self._bucket is not None and not self._bucket.take():
+                answer = self._over
+                _Counters.refused += 1
+            latency = self._latency
+            if self._jitter:
+                latency *= random.uniform(1.0 - self._jitter, 1.0 + self._jitter)
+            if latency > 0:
+                _Counters.in_flight += 1
+                _Counters.high_water = max(_Counters.high_water, _Counters.in_flight)
+                self._loop.call_later(latency, self._answer, answer)
             else:
-                self._write(_OK)
+                self._write(answer)
+
+    def _answer(self, data: bytes) -> None:
+        _Counters.in_flight -= 1
+        self._write(data)
 
     def _write(self, data: bytes) -> None:
         transport = self._transport
@@ -91,9 +160,20 @@ class _Http(asyncio.Protocol):
         self._transport = None
 
 
-async def _serve(host: str, port: int, latency: float, max_seconds: float) -> None:
+async def _serve(
+    host: str,
+    port: int,
+    latency: float,
+    max_seconds: float,
+    jitter: float = 0.0,
+    capacity_rps: float = 0.0,
+    over: int = 429,
+) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Http(latency), host, port, backlog=1024)
+    bucket = _Bucket(capacity_rps) if capacity_rps > 0 else None
+    server = await loop.create_server(
+        lambda: _Http(latency, jitter, bucket, _OVER[over]), host, port, backlog=1024
+    )
     bound = server.sockets[0].getsockname()[1]
     print(json.dumps({"port": bound, "pid": os.getpid()}), flush=True)
     stop = asyncio.Event()
@@ -112,6 +192,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before answering")
+    parser.add_argument("--jitter", type=float, default=0.0, help="latency spread, a fraction")
+    parser.add_argument(
+        "--capacity-rps", type=float, default=0.0, help="requests/s admitted (0: no cap)"
+    )
+    parser.add_argument("--over", type=int, choices=(429, 503), default=429)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     args = parser.parse_args()
     try:
@@ -120,7 +205,17 @@ def main() -> None:
         run = asyncio.run
     else:
         run = uvloop.run
-    run(_serve(args.host, args.port, args.latency, args.max_seconds))
+    run(
+        _serve(
+            args.host,
+            args.port,
+            args.latency,
+            args.max_seconds,
+            args.jitter,
+            args.capacity_rps,
+            args.over,
+        )
+    )
 
 
 if __name__ == "__main__":
