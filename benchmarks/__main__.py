@@ -47,9 +47,10 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "adaptive": (
         {
             "rounds": 3,
-            "seconds": 6.0,
+            "seconds": 4.0,
             "burst": 5_000,
-            "burst_cap": 15.0,
+            "burst_cap": 40.0,
+            "fixed_cap": 8.0,
             "shutdown_goals": 1_600,
             "factors": (0.5, 0.7, 0.8, 0.9),
         },
@@ -58,6 +59,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "seconds": 0.5,
             "burst": 200,
             "burst_cap": 5.0,
+            "fixed_cap": 1.0,
             "shutdown_goals": 100,
             "factors": (0.8,),
         },

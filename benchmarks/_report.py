@@ -204,7 +204,7 @@ def _adaptive_goals(adaptive: dict[str, Any] | None, add: Callable[..., None]) -
             fixed_label = (
                 "limit fixed at 8"
                 if fixed is not None
-                else f"limit fixed at 8: not drained in {adaptive['burst_cap_s']:g} s; delivered"
+                else f"limit fixed at 8: not drained in {adaptive['fixed_cap_s']:g} s; delivered"
             )
             add(
                 f"burst of {adaptive['burst']:,} goals, API at {latency}: time to deliver them all",
@@ -352,14 +352,18 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
             prefix = f"{label}, API at {latency}, steady offering"
             add(f"{prefix}: peak queue", _s(section, *base, "peak_queue"), "")
             add(f"{prefix}: time to drain after it", _s(section, *base, "drain_s"), "s")
+            add(
+                f"{prefix}: goals still waiting when the drain was cut off",
+                _s(section, *base, "left_after_drain_cap"),
+                "",
+            )
             add(f"{prefix}: highest limit", _s(section, *base, "limit_max"), "")
             over_time = section.get(mode, {}).get("limit_over_time")
             if over_time:
                 shown = ", ".join(f"{t:g} s: {limit}" for t, limit in over_time[::4])
                 out.append((f"{prefix}: the limit over time (last round)", shown))
             add(
-                f"{label}, burst of {adaptive['burst']:,} at {latency}: delivered by the "
-                f"cut-off ({adaptive['burst_cap_s']:g} s)",
+                f"{label}, burst of {adaptive['burst']:,} at {latency}: delivered by the cut-off",
                 _s(section, *base, "burst", "delivered_in_time"),
                 "",
             )
