@@ -7,10 +7,9 @@ look-ups. Everything else takes the slow path, which is also the one that explai
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ._errors import ValidationError
 
@@ -41,13 +40,39 @@ _KEY_RE = re.compile(r"[a-z0-9_-]{1,64}")
 # one normalised name string. The caches stop growing at a fixed size, so a stream of unique
 # names costs the slow path, never unbounded memory.
 _CACHE_LIMIT = 4096
+
+# An int of this many bits or more has at least 256 digits (2**848 > 10**255), so it breaks the
+# 255-character rule: it is refused by its size, never printed (printing it may be slow, or
+# refused by CPython's int-to-str digit limit). Anything smaller prints in well under 4300 digits.
+_INT_BITS_LIMIT = 849
+_TYPE_NAME = type.__dict__["__name__"].__get__
+_NOT_FINITE = frozenset({"nan", "inf", "-inf"})
+_SHOWN_AS_IS = (int, bool, float, type(None))  # exact types whose repr is short and safe
 _names: dict[str, str] = {}
 _keys: set[str] = set()
 
 
 def _shown(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    """``repr(value)`` cut to ``limit`` characters, for a message; never raises."""
+    kind = type(value)
+    if issubclass(kind, str):
+        text = repr(str.__str__(value)[:limit])  # not the whole of a huge string
+    elif kind in _SHOWN_AS_IS and _bits(value) < _INT_BITS_LIMIT:
+        text = repr(value)
+    else:  # another repr may fail (a huge int), be slow or lie: name the type only
+        return f"a {_type_name(value)}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bits(number: object) -> int:
+    """``int.bit_length`` of an ``int`` (of a subclass too, whatever it overrides), else 0."""
+    return int.bit_length(cast(int, number)) if issubclass(type(number), int) else 0
+
+
+def _type_name(value: object) -> str:
+    """The name of ``value``'s type, read past any metaclass that redefines ``__name__``."""
+    name: str = _TYPE_NAME(type(value))
+    return name
 
 
 def _check_text(field: str, text: str) -> str:
@@ -213,20 +238,34 @@ def _check_key(key: Any) -> None:
 
 
 def _value_text(key: str, value: object) -> str:
-    if isinstance(value, str):
+    """A metadata value's text: a ``str`` as its characters, a number as its JSON text.
+
+    Types are read with ``type()``, not ``isinstance``, which an object can answer falsely
+    (through ``__class__``), and each value is printed by its base type's own method.
+    """
+    kind = type(value)
+    if issubclass(kind, str):
         return str.__str__(value)
-    if isinstance(value, bool):
+    if kind is bool:
         return "true" if value else "false"
-    if isinstance(value, int):
+    if issubclass(kind, int):
+        bits = _bits(value)
+        if bits >= _INT_BITS_LIMIT:
+            raise ValidationError(
+                f"metadata.{key}",
+                f"metadata value for {key!r} must be at most {MAX_METADATA_VALUE_LENGTH} "
+                f"characters, got an int of {bits} bits (more than 255 digits)",
+            )
         return int.__repr__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if issubclass(kind, float):
+        text = float.__repr__(value)
+        if text in _NOT_FINITE:
             raise ValidationError(
                 f"metadata.{key}", f"metadata value for {key!r} must be a finite number"
             )
-        return float.__repr__(value)
+        return text
     raise ValidationError(
         f"metadata.{key}",
         f"metadata value for {key!r} must be str, bool, int, float or None, got "
-        f"{type(value).__name__}",
+        f"{_type_name(value)}",
     )

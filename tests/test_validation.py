@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import string
+import sys
 
 import attrs
 import pytest
@@ -240,3 +241,40 @@ def test_non_ascii_text_is_kept_as_is() -> None:
         "Café ☕",
         {"city": "Zürich"},
     )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"a": 10**5000}, "metadata.a"),  # past CPython's int-to-str digit limit
+        ({"a": -(10**5000)}, "metadata.a"),
+        ({"a": 10**256}, "metadata.a"),  # 257 digits, under that limit
+        ({10**5000: "x"}, "metadata"),  # a key that cannot even be shown
+    ],
+)
+def test_an_integer_too_large_to_print_is_a_validation_error(
+    metadata: dict[object, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Goal(VID, "x", metadata=metadata)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_an_integer_of_255_digits_is_accepted_and_256_is_not() -> None:
+    assert Goal(VID, "x", metadata={"n": 10**254}).metadata == {"n": "1" + "0" * 254}
+    assert Goal(VID, "x", metadata={"n": -(10**253)}).metadata == {"n": "-1" + "0" * 253}
+    with pytest.raises(ValidationError, match="at most 255 characters") as info:
+        Goal(VID, "x", metadata={"n": -(10**254)})
+    assert info.value.field == "metadata.n"
+
+
+@pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"), reason="no digit limit")
+def test_a_huge_integer_is_refused_by_its_size_with_the_digit_limit_lifted() -> None:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(ValidationError, match="at most 255 characters") as info:
+            Goal(VID, "x", metadata={"n": 10**20000})
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert info.value.field == "metadata.n"
