@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import cast
 
 from ._errors import ValidationError
 
@@ -88,15 +88,16 @@ def _check_text(field: str, text: str) -> str:
 
 
 def check_visitor_id(visitor_id: object) -> str:
-    """Return ``visitor_id`` if it is a non-empty string, else raise ``ValidationError``."""
-    if isinstance(visitor_id, str):
-        if visitor_id:
-            return _check_text("visitor_id", str.__str__(visitor_id))
+    """Return ``visitor_id`` as a plain ``str`` if it is a non-empty string, else raise
+    ``ValidationError``."""
+    if issubclass(type(visitor_id), str):
+        text = str.__str__(visitor_id)  # a subclass is read as its characters
+        if text:
+            return _check_text("visitor_id", text)
         raise ValidationError("visitor_id", "visitor_id must not be empty")
     raise ValidationError(
         "visitor_id",
-        f"visitor_id must be a str (the datafast_visitor_id cookie), got "
-        f"{type(visitor_id).__name__}",
+        f"visitor_id must be a str (the datafast_visitor_id cookie), got {_type_name(visitor_id)}",
     )
 
 
@@ -114,9 +115,9 @@ def normalize_name(name: object) -> str:
 
 
 def _normalize_name_slow(name: object) -> str:
-    if not isinstance(name, str):
-        raise ValidationError("name", f"name must be a str, got {type(name).__name__}")
-    raw = str.__str__(name)
+    if not issubclass(type(name), str):
+        raise ValidationError("name", f"name must be a str, got {_type_name(name)}")
+    raw = str.__str__(name)  # a subclass is read as its characters
     normalized = raw.lower().replace(" ", "_")
     if not normalized:
         raise ValidationError("name", "name must not be empty")
@@ -141,13 +142,14 @@ def _normalize_name_slow(name: object) -> str:
 
 
 def check_description(description: object) -> str | None:
-    """Return ``description`` if it is ``None`` or a string, else raise ``ValidationError``."""
+    """Return ``description`` (a plain ``str``) if it is ``None`` or a string, else raise
+    ``ValidationError``."""
     if description is None:
         return None
-    if isinstance(description, str):
+    if issubclass(type(description), str):
         return _check_text("description", str.__str__(description))
     raise ValidationError(
-        "description", f"description must be a str or None, got {type(description).__name__}"
+        "description", f"description must be a str or None, got {_type_name(description)}"
     )
 
 
@@ -169,14 +171,18 @@ def validate_goal(
     if metadata is None:
         return visitor_id, normalized, description, None
     if type(metadata) is dict and len(metadata) <= MAX_METADATA_KEYS:
-        # The common case, inline: a plain dict of short ASCII str values under keys seen
-        # before, copied in C, then checked. Anything else (None values, numbers, new keys)
-        # takes normalize_metadata, which also explains failures.
+        # The common case, inline: a plain dict of short ASCII str values under str keys seen
+        # before, copied in C, then checked. Anything else (None values, numbers, new keys,
+        # str subclasses) takes normalize_metadata, which also explains failures. The key's
+        # type is checked before the cache: a subclass equal to a cached key must not pass
+        # (the copy would hold it), nor run its own __hash__.
         copy: dict[str, str] = metadata.copy()
-        for key, value in copy.items():
+        for key in copy:  # cheaper than .items() for the usual one to three keys
+            value = copy[key]
             if (
                 type(value) is not str
                 or len(value) > MAX_METADATA_VALUE_LENGTH
+                or type(key) is not str
                 or key not in _keys
                 or not value.isascii()
             ):
@@ -203,8 +209,19 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
     for key, value in metadata.items():
         if value is None:  # left out before any rule applies
             continue
+        if type(key) is not str:
+            if not issubclass(type(key), str):
+                raise ValidationError(
+                    "metadata",
+                    f"metadata keys must be str, got {_type_name(key)}: {_shown(key)}",
+                )
+            key = str.__str__(key)  # a subclass is read (and sent) as its characters
         if key not in _keys:
             _check_key(key)
+        if key in out:  # two keys that compare unequal but are the same text
+            raise ValidationError(
+                f"metadata.{key}", f"metadata has the key {_shown(key)} twice (as two objects)"
+            )
         if type(value) is not str:
             value = _value_text(key, value)
         if len(value) > MAX_METADATA_VALUE_LENGTH:
@@ -222,11 +239,7 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
     return out
 
 
-def _check_key(key: Any) -> None:
-    if type(key) is not str:
-        raise ValidationError(
-            "metadata", f"metadata keys must be str, got {type(key).__name__}: {_shown(key)}"
-        )
+def _check_key(key: str) -> None:
     if _KEY_RE.fullmatch(key) is None:
         raise ValidationError(
             f"metadata.{key}",

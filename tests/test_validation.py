@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datafast_async import DataFast, Goal, ValidationError
+from datafast_async._wire import encode_goal
 
 VID = "a3ab2331-989f-4cfa-91c6-2461c9e3c6bd"
 
@@ -278,3 +279,122 @@ def test_a_huge_integer_is_refused_by_its_size_with_the_digit_limit_lifted() -> 
     finally:
         sys.set_int_max_str_digits(before)
     assert info.value.field == "metadata.n"
+
+
+class _Key(str):
+    """A str subclass as an application might use for its keys."""
+
+
+class _Tricky(str):
+    """A str subclass whose methods all disagree with its characters."""
+
+    def __str__(self) -> str:
+        return "not-this"
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr is not how a str subclass is read")
+
+    def __len__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return 7
+
+    def lower(self) -> str:  # type: ignore[override]
+        return "NOT-THIS"
+
+    def isascii(self) -> bool:
+        return True
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+        return b"not-this"
+
+
+class _Plan(str, enum.Enum):
+    PRO = "pro"
+    SIGN_UP = "Sign Up"
+    KEY = "plan_tier"
+
+
+def _exact(goal: Goal) -> None:
+    """Every text a goal holds is a plain str, never the caller's subclass."""
+    assert type(goal.visitor_id) is str
+    assert type(goal.name) is str
+    assert goal.description is None or type(goal.description) is str
+    for key, value in (goal.metadata or {}).items():
+        assert (type(key), type(value)) == (str, str)
+
+
+def test_a_str_subclass_key_is_accepted_whatever_was_seen_before() -> None:
+    # A key no other test uses, so the first call is the first time it is seen.
+    first = Goal(VID, "x", metadata={_Key("subclass-key-first"): "pro"})
+    plain = Goal(VID, "x", metadata={"subclass-key-first": "pro"})
+    again = Goal(VID, "x", metadata={_Key("subclass-key-first"): "pro"})
+    assert first == plain == again
+    for goal in (first, plain, again):
+        assert goal.metadata == {"subclass-key-first": "pro"}
+        _exact(goal)
+
+
+def test_a_str_enum_is_sent_as_its_value_not_its_str() -> None:
+    assert str(_Plan.PRO) != "pro"  # what str() of a (str, Enum) member gives is not its value
+    goal = Goal(_Plan.PRO, _Plan.SIGN_UP, _Plan.PRO, {_Plan.KEY: _Plan.PRO})
+    assert goal == Goal("pro", "sign_up", "pro", {"plan_tier": "pro"})
+    _exact(goal)
+    assert json.loads(encode_goal(goal)) == {
+        "datafast_visitor_id": "pro",
+        "name": "sign_up",
+        "description": "pro",
+        "metadata": {"plan_tier": "pro"},
+    }
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="enum.StrEnum is new in Python 3.11")
+def test_a_strenum_member_is_read_as_its_value() -> None:
+    plan = enum.StrEnum("plan", {"PRO": "Pro Plan", "KEY": "tier"})  # type: ignore[attr-defined,misc]
+    goal = Goal(VID, plan.PRO, metadata={plan.KEY: plan.PRO})
+    assert goal == Goal(VID, "pro_plan", metadata={"tier": "Pro Plan"})
+    _exact(goal)
+
+
+def test_a_str_subclass_is_read_as_its_characters_whatever_it_overrides() -> None:
+    goal = Goal(
+        _Tricky("visitor"),
+        _Tricky("Sign Up"),
+        _Tricky("café"),
+        {_Tricky("tricky-key"): _Tricky("Zürich"), "plain": _Tricky("v")},
+    )
+    assert goal == Goal("visitor", "sign_up", "café", {"tricky-key": "Zürich", "plain": "v"})
+    _exact(goal)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"visitor_id": _Tricky("")}, "visitor_id"),
+        ({"visitor_id": _Tricky("v\ud800")}, "visitor_id"),
+        ({"name": _Tricky("bad name!")}, "name"),
+        ({"name": _Tricky("identify")}, "name"),
+        ({"description": _Tricky("\udcff")}, "description"),
+        ({"metadata": {_Tricky("Bad Key"): "v"}}, "metadata.Bad Key"),
+        ({"metadata": {"k": _Tricky("x" * 256)}}, "metadata.k"),
+        ({"metadata": {"k": _Tricky("\ud800")}}, "metadata.k"),
+    ],
+)
+def test_a_str_subclass_breaking_a_rule_is_refused_by_its_characters(
+    kwargs: dict[str, object], field: str
+) -> None:
+    fields: dict[str, object] = {"visitor_id": VID, "name": "x", **kwargs}
+    with pytest.raises(ValidationError) as info:
+        Goal(**fields)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_two_keys_with_the_same_characters_are_refused() -> None:
+    # _Tricky("plan") is a different dict key from "plan", but both would be sent as "plan".
+    with pytest.raises(ValidationError, match="twice") as info:
+        Goal(VID, "x", metadata={"plan": "a", _Tricky("plan"): "b"})
+    assert info.value.field == "metadata.plan"
