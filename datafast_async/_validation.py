@@ -8,12 +8,13 @@ look-ups. Everything else takes the slow path, which is also the one that explai
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import cast
 
 from ._errors import ValidationError
 
 __all__ = [
+    "MAX_METADATA_ENTRIES",
     "MAX_METADATA_KEYS",
     "MAX_METADATA_KEY_LENGTH",
     "MAX_METADATA_VALUE_LENGTH",
@@ -30,6 +31,13 @@ MAX_NAME_LENGTH = 64
 MAX_METADATA_KEYS = 10
 MAX_METADATA_KEY_LENGTH = 64
 MAX_METADATA_VALUE_LENGTH = 255
+# A metadata mapping of more entries than this is refused before it is read. None values are
+# left out before the 10-key rule, so a mapping may rightly hold more than 10 entries (optional
+# fields left as None); a thousand is a hundred times the rule, far past any real goal, and it
+# bounds the work on any input to about a thousand cheap steps (tens of microseconds) instead
+# of holding the caller's loop for as long as the mapping is large. Reading also stops at the
+# 11th value that is not None, so the usual overflow costs 11 steps, not the mapping's size.
+MAX_METADATA_ENTRIES = 1000
 RESERVED_NAMES = frozenset({"identify"})
 
 _NAME_RE = re.compile(r"[a-z0-9_:-]{1,64}")
@@ -198,17 +206,23 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
 
     ``None`` values are left out; ``bool``, ``int`` and ``float`` values become their JSON text;
     then at most 10 keys matching ``^[a-z0-9_-]{1,64}$``, each value at most 255 characters.
+    A mapping of more than ``MAX_METADATA_ENTRIES`` entries is refused before it is read.
     """
     if metadata is None:
         return None
-    if type(metadata) is not dict and not isinstance(metadata, Mapping):
-        raise ValidationError(
-            "metadata", f"metadata must be a mapping or None, got {type(metadata).__name__}"
-        )
+    if type(metadata) is dict:  # nothing of the caller's runs while a plain dict is read
+        size = len(metadata)
+        if size > MAX_METADATA_ENTRIES:
+            raise _too_many(size)
+        entries: Iterable[tuple[object, object]] = metadata.items()
+    else:
+        size, entries = _read_mapping(metadata)
     out: dict[str, str] = {}
-    for key, value in metadata.items():
+    for key, value in entries:
         if value is None:  # left out before any rule applies
             continue
+        if len(out) == MAX_METADATA_KEYS:  # the 11th: stop here, whatever the rest holds
+            raise _too_many(size)
         if type(key) is not str:
             if not issubclass(type(key), str):
                 raise ValidationError(
@@ -231,12 +245,75 @@ def normalize_metadata(metadata: object) -> dict[str, str] | None:
                 f"characters, got {len(value)}",
             )
         out[key] = _check_text(f"metadata.{key}", value)
-    if len(out) > MAX_METADATA_KEYS:
+    return out
+
+
+def _too_many(size: int) -> ValidationError:
+    return ValidationError(
+        "metadata",
+        f"metadata may have at most {MAX_METADATA_KEYS} keys (None values are left out first); "
+        f"got a mapping of {size} entries"
+        + (
+            f", more than {MAX_METADATA_KEYS} of them not None"
+            if size <= MAX_METADATA_ENTRIES
+            else ""
+        ),
+    )
+
+
+def _read_mapping(metadata: object) -> tuple[int, list[tuple[object, object]]]:
+    """Any other mapping's size and its first entries whose value is not ``None`` (11 at most,
+    enough to tell that there are too many), read once, with whatever its own code raises
+    turned into ``ValidationError``. The size is its ``len()``, which it may misreport, so
+    reading also stops after ``MAX_METADATA_ENTRIES`` entries."""
+    try:
+        # type(): isinstance would ask the object's __class__, which may claim anything.
+        is_mapping = issubclass(type(metadata), Mapping)
+    except Exception:  # a metaclass's own check failed: not a mapping we can read
+        is_mapping = False
+    if not is_mapping:
+        raise ValidationError(
+            "metadata", f"metadata must be a mapping or None, got {_type_name(metadata)}"
+        )
+    mapping = cast("Mapping[object, object]", metadata)
+    try:
+        size = len(mapping)
+    except Exception as exc:
+        raise ValidationError(
+            "metadata", f"metadata could not be read: len() raised {_reason(exc)}"
+        ) from exc
+    if size > MAX_METADATA_ENTRIES:
+        raise _too_many(size)
+    entries: list[tuple[object, object]] = []
+    read = 0
+    try:
+        for key, value in mapping.items():
+            read += 1
+            if read > MAX_METADATA_ENTRIES:
+                break
+            if value is not None:
+                entries.append((key, value))
+                if len(entries) > MAX_METADATA_KEYS:
+                    break
+    except Exception as exc:
+        raise ValidationError("metadata", f"metadata could not be read: {_reason(exc)}") from exc
+    if read > MAX_METADATA_ENTRIES:
         raise ValidationError(
             "metadata",
-            f"metadata may have at most {MAX_METADATA_KEYS} keys, got {len(out)}",
+            f"metadata may have at most {MAX_METADATA_KEYS} keys (None values are left out "
+            f"first); got a mapping of more than {MAX_METADATA_ENTRIES} entries (its len() "
+            f"said {size})",
         )
-    return out
+    return size, entries
+
+
+def _reason(exc: BaseException) -> str:
+    """``"Type: message"`` for an exception from the caller's code; never raises."""
+    try:
+        text = str.__str__(str(exc))[:200]
+    except Exception:  # its __str__ failed too
+        text = ""
+    return f"{_type_name(exc)}: {text}" if text else _type_name(exc)
 
 
 def _check_key(key: str) -> None:

@@ -6,6 +6,8 @@ import enum
 import json
 import string
 import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import attrs
 import pytest
@@ -398,3 +400,130 @@ def test_two_keys_with_the_same_characters_are_refused() -> None:
     with pytest.raises(ValidationError, match="twice") as info:
         Goal(VID, "x", metadata={"plan": "a", _Tricky("plan"): "b"})
     assert info.value.field == "metadata.plan"
+
+
+class _Counted(Mapping[str, object]):
+    """A mapping that counts how many of its entries were read, and may misreport its size."""
+
+    def __init__(self, entries: dict[str, object], size: int | None = None) -> None:
+        self.entries = entries
+        self.size = len(entries) if size is None else size
+        self.read = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.entries:
+            self.read += 1
+            yield key
+
+    def __getitem__(self, key: str) -> object:
+        return self.entries[key]
+
+
+def test_a_huge_metadata_mapping_is_refused_before_it_is_read() -> None:
+    huge = _Counted({}, size=1_000_000)
+    with pytest.raises(ValidationError, match="got a mapping of 1000000 entries") as info:
+        Goal(VID, "x", metadata=huge)
+    assert info.value.field == "metadata"
+    assert "at most 10 keys (None values are left out first)" in str(info.value)
+    assert huge.read == 0
+
+
+def test_a_plain_dict_of_more_than_a_thousand_entries_is_refused_even_if_all_none() -> None:
+    with pytest.raises(ValidationError, match="got a mapping of 1001 entries") as info:
+        Goal(VID, "x", metadata=dict.fromkeys((f"k{i}" for i in range(1001)), None))
+    assert info.value.field == "metadata"
+    # A thousand entries, all but ten of them None, are a goal of ten keys.
+    metadata: dict[str, object] = dict.fromkeys((f"k{i}" for i in range(1000)), None)
+    metadata.update({f"k{i}": "v" for i in range(10)})
+    assert Goal(VID, "x", metadata=metadata).metadata == {f"k{i}": "v" for i in range(10)}
+
+
+def test_reading_metadata_stops_at_the_eleventh_key_that_is_not_none() -> None:
+    entries: dict[str, object] = {f"k{i}": "v" for i in range(11)}
+    entries.update({f"none{i}": None for i in range(500)})
+    counted = _Counted(entries)
+    with pytest.raises(ValidationError, match="at most 10 keys") as info:
+        Goal(VID, "x", metadata=counted)
+    assert info.value.field == "metadata"
+    assert counted.read == 11
+
+
+def test_a_mapping_that_yields_more_entries_than_it_says_is_refused() -> None:
+    lying = _Counted({f"k{i}": None for i in range(5000)}, size=3)
+    with pytest.raises(ValidationError, match="more than 1000 entries") as info:
+        Goal(VID, "x", metadata=lying)
+    assert info.value.field == "metadata"
+    assert lying.read == 1001
+
+
+class _Broken(Mapping[str, object]):
+    def __init__(self, fail: str) -> None:
+        self.fail = fail
+
+    def __len__(self) -> int:
+        if self.fail == "len":
+            raise RuntimeError("len broke")
+        if self.fail == "huge len":
+            return sys.maxsize + 1  # len() cannot answer it
+        return 2
+
+    def __iter__(self) -> Iterator[str]:
+        yield "plan"
+        if self.fail == "iter":
+            raise RuntimeError("iteration broke")
+        yield "tier"
+
+    def __getitem__(self, key: str) -> object:
+        if self.fail == "getitem":
+            raise KeyError(key)
+        return "v"
+
+
+class _BrokenItems(dict[str, object]):
+    def items(self) -> Any:
+        raise RuntimeError("items broke")
+
+
+class _PosingAsDict:
+    """An object whose __class__ says dict (so isinstance(x, Mapping) is True) but is none."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return dict
+
+
+class _ClassRaises:
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        raise RuntimeError("no class")
+
+
+class _NotAMapping:
+    def items(self) -> list[tuple[str, str]]:
+        return [("plan", "pro")]
+
+
+_UNREADABLE: dict[str, Callable[[], object]] = {
+    "len raises": lambda: _Broken("len"),
+    "len too large for an index": lambda: _Broken("huge len"),
+    "iteration raises": lambda: _Broken("iter"),
+    "getitem raises": lambda: _Broken("getitem"),
+    "items raises": lambda: _BrokenItems(plan="pro"),
+    "__class__ says dict": _PosingAsDict,
+    "__class__ raises": _ClassRaises,
+    "has items() but is no mapping": _NotAMapping,
+    "a str": lambda: "plan=pro",
+    "a list of pairs": lambda: [("plan", "pro")],
+}
+
+
+@pytest.mark.parametrize("make", _UNREADABLE.values(), ids=_UNREADABLE.keys())
+def test_metadata_that_cannot_be_read_as_a_mapping_is_a_validation_error(
+    make: Callable[[], object],
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Goal(VID, "x", metadata=make())  # type: ignore[arg-type]
+    assert info.value.field == "metadata"
