@@ -5,6 +5,9 @@ from __future__ import annotations
 import enum
 import json
 import string
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import attrs
 import pytest
@@ -12,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datafast_async import DataFast, Goal, ValidationError
+from datafast_async._wire import encode_goal
 
 VID = "a3ab2331-989f-4cfa-91c6-2461c9e3c6bd"
 
@@ -240,3 +244,286 @@ def test_non_ascii_text_is_kept_as_is() -> None:
         "Café ☕",
         {"city": "Zürich"},
     )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ({"a": 10**5000}, "metadata.a"),  # past CPython's int-to-str digit limit
+        ({"a": -(10**5000)}, "metadata.a"),
+        ({"a": 10**256}, "metadata.a"),  # 257 digits, under that limit
+        ({10**5000: "x"}, "metadata"),  # a key that cannot even be shown
+    ],
+)
+def test_an_integer_too_large_to_print_is_a_validation_error(
+    metadata: dict[object, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Goal(VID, "x", metadata=metadata)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_an_integer_of_255_digits_is_accepted_and_256_is_not() -> None:
+    assert Goal(VID, "x", metadata={"n": 10**254}).metadata == {"n": "1" + "0" * 254}
+    assert Goal(VID, "x", metadata={"n": -(10**253)}).metadata == {"n": "-1" + "0" * 253}
+    with pytest.raises(ValidationError, match="at most 255 characters") as info:
+        Goal(VID, "x", metadata={"n": -(10**254)})
+    assert info.value.field == "metadata.n"
+
+
+@pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"), reason="no digit limit")
+def test_a_huge_integer_is_refused_by_its_size_with_the_digit_limit_lifted() -> None:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        with pytest.raises(ValidationError, match="at most 255 characters") as info:
+            Goal(VID, "x", metadata={"n": 10**20000})
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert info.value.field == "metadata.n"
+
+
+class _Key(str):
+    """A str subclass as an application might use for its keys."""
+
+
+class _Tricky(str):
+    """A str subclass whose methods all disagree with its characters."""
+
+    def __str__(self) -> str:
+        return "not-this"
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr is not how a str subclass is read")
+
+    def __len__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return 7
+
+    def lower(self) -> str:  # type: ignore[override]
+        return "NOT-THIS"
+
+    def isascii(self) -> bool:
+        return True
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+        return b"not-this"
+
+
+class _Plan(str, enum.Enum):
+    PRO = "pro"
+    SIGN_UP = "Sign Up"
+    KEY = "plan_tier"
+
+
+def _exact(goal: Goal) -> None:
+    """Every text a goal holds is a plain str, never the caller's subclass."""
+    assert type(goal.visitor_id) is str
+    assert type(goal.name) is str
+    assert goal.description is None or type(goal.description) is str
+    for key, value in (goal.metadata or {}).items():
+        assert (type(key), type(value)) == (str, str)
+
+
+def test_a_str_subclass_key_is_accepted_whatever_was_seen_before() -> None:
+    # A key no other test uses, so the first call is the first time it is seen.
+    first = Goal(VID, "x", metadata={_Key("subclass-key-first"): "pro"})
+    plain = Goal(VID, "x", metadata={"subclass-key-first": "pro"})
+    again = Goal(VID, "x", metadata={_Key("subclass-key-first"): "pro"})
+    assert first == plain == again
+    for goal in (first, plain, again):
+        assert goal.metadata == {"subclass-key-first": "pro"}
+        _exact(goal)
+
+
+def test_a_str_enum_is_sent_as_its_value_not_its_str() -> None:
+    assert str(_Plan.PRO) != "pro"  # what str() of a (str, Enum) member gives is not its value
+    goal = Goal(_Plan.PRO, _Plan.SIGN_UP, _Plan.PRO, {_Plan.KEY: _Plan.PRO})
+    assert goal == Goal("pro", "sign_up", "pro", {"plan_tier": "pro"})
+    _exact(goal)
+    assert json.loads(encode_goal(goal)) == {
+        "datafast_visitor_id": "pro",
+        "name": "sign_up",
+        "description": "pro",
+        "metadata": {"plan_tier": "pro"},
+    }
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="enum.StrEnum is new in Python 3.11")
+def test_a_strenum_member_is_read_as_its_value() -> None:
+    plan = enum.StrEnum("plan", {"PRO": "Pro Plan", "KEY": "tier"})  # type: ignore[attr-defined,misc]
+    goal = Goal(VID, plan.PRO, metadata={plan.KEY: plan.PRO})
+    assert goal == Goal(VID, "pro_plan", metadata={"tier": "Pro Plan"})
+    _exact(goal)
+
+
+def test_a_str_subclass_is_read_as_its_characters_whatever_it_overrides() -> None:
+    goal = Goal(
+        _Tricky("visitor"),
+        _Tricky("Sign Up"),
+        _Tricky("café"),
+        {_Tricky("tricky-key"): _Tricky("Zürich"), "plain": _Tricky("v")},
+    )
+    assert goal == Goal("visitor", "sign_up", "café", {"tricky-key": "Zürich", "plain": "v"})
+    _exact(goal)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"visitor_id": _Tricky("")}, "visitor_id"),
+        ({"visitor_id": _Tricky("v\ud800")}, "visitor_id"),
+        ({"name": _Tricky("bad name!")}, "name"),
+        ({"name": _Tricky("identify")}, "name"),
+        ({"description": _Tricky("\udcff")}, "description"),
+        ({"metadata": {_Tricky("Bad Key"): "v"}}, "metadata.Bad Key"),
+        ({"metadata": {"k": _Tricky("x" * 256)}}, "metadata.k"),
+        ({"metadata": {"k": _Tricky("\ud800")}}, "metadata.k"),
+    ],
+)
+def test_a_str_subclass_breaking_a_rule_is_refused_by_its_characters(
+    kwargs: dict[str, object], field: str
+) -> None:
+    fields: dict[str, object] = {"visitor_id": VID, "name": "x", **kwargs}
+    with pytest.raises(ValidationError) as info:
+        Goal(**fields)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_two_keys_with_the_same_characters_are_refused() -> None:
+    # _Tricky("plan") is a different dict key from "plan", but both would be sent as "plan".
+    with pytest.raises(ValidationError, match="twice") as info:
+        Goal(VID, "x", metadata={"plan": "a", _Tricky("plan"): "b"})
+    assert info.value.field == "metadata.plan"
+
+
+class _Counted(Mapping[str, object]):
+    """A mapping that counts how many of its entries were read, and may misreport its size."""
+
+    def __init__(self, entries: dict[str, object], size: int | None = None) -> None:
+        self.entries = entries
+        self.size = len(entries) if size is None else size
+        self.read = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.entries:
+            self.read += 1
+            yield key
+
+    def __getitem__(self, key: str) -> object:
+        return self.entries[key]
+
+
+def test_a_huge_metadata_mapping_is_refused_before_it_is_read() -> None:
+    huge = _Counted({}, size=1_000_000)
+    with pytest.raises(ValidationError, match="got a mapping of 1000000 entries") as info:
+        Goal(VID, "x", metadata=huge)
+    assert info.value.field == "metadata"
+    assert "at most 10 keys (None values are left out first)" in str(info.value)
+    assert huge.read == 0
+
+
+def test_a_plain_dict_of_more_than_a_thousand_entries_is_refused_even_if_all_none() -> None:
+    with pytest.raises(ValidationError, match="got a mapping of 1001 entries") as info:
+        Goal(VID, "x", metadata=dict.fromkeys((f"k{i}" for i in range(1001)), None))
+    assert info.value.field == "metadata"
+    # A thousand entries, all but ten of them None, are a goal of ten keys.
+    metadata: dict[str, object] = dict.fromkeys((f"k{i}" for i in range(1000)), None)
+    metadata.update({f"k{i}": "v" for i in range(10)})
+    assert Goal(VID, "x", metadata=metadata).metadata == {f"k{i}": "v" for i in range(10)}
+
+
+def test_reading_metadata_stops_at_the_eleventh_key_that_is_not_none() -> None:
+    entries: dict[str, object] = {f"k{i}": "v" for i in range(11)}
+    entries.update({f"none{i}": None for i in range(500)})
+    counted = _Counted(entries)
+    with pytest.raises(ValidationError, match="at most 10 keys") as info:
+        Goal(VID, "x", metadata=counted)
+    assert info.value.field == "metadata"
+    assert counted.read == 11
+
+
+def test_a_mapping_that_yields_more_entries_than_it_says_is_refused() -> None:
+    lying = _Counted({f"k{i}": None for i in range(5000)}, size=3)
+    with pytest.raises(ValidationError, match="more than 1000 entries") as info:
+        Goal(VID, "x", metadata=lying)
+    assert info.value.field == "metadata"
+    assert lying.read == 1001
+
+
+class _Broken(Mapping[str, object]):
+    def __init__(self, fail: str) -> None:
+        self.fail = fail
+
+    def __len__(self) -> int:
+        if self.fail == "len":
+            raise RuntimeError("len broke")
+        if self.fail == "huge len":
+            return sys.maxsize + 1  # len() cannot answer it
+        return 2
+
+    def __iter__(self) -> Iterator[str]:
+        yield "plan"
+        if self.fail == "iter":
+            raise RuntimeError("iteration broke")
+        yield "tier"
+
+    def __getitem__(self, key: str) -> object:
+        if self.fail == "getitem":
+            raise KeyError(key)
+        return "v"
+
+
+class _BrokenItems(dict[str, object]):
+    def items(self) -> Any:
+        raise RuntimeError("items broke")
+
+
+class _PosingAsDict:
+    """An object whose __class__ says dict (so isinstance(x, Mapping) is True) but is none."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return dict
+
+
+class _ClassRaises:
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        raise RuntimeError("no class")
+
+
+class _NotAMapping:
+    def items(self) -> list[tuple[str, str]]:
+        return [("plan", "pro")]
+
+
+_UNREADABLE: dict[str, Callable[[], object]] = {
+    "len raises": lambda: _Broken("len"),
+    "len too large for an index": lambda: _Broken("huge len"),
+    "iteration raises": lambda: _Broken("iter"),
+    "getitem raises": lambda: _Broken("getitem"),
+    "items raises": lambda: _BrokenItems(plan="pro"),
+    "__class__ says dict": _PosingAsDict,
+    "__class__ raises": _ClassRaises,
+    "has items() but is no mapping": _NotAMapping,
+    "a str": lambda: "plan=pro",
+    "a list of pairs": lambda: [("plan", "pro")],
+}
+
+
+@pytest.mark.parametrize("make", _UNREADABLE.values(), ids=_UNREADABLE.keys())
+def test_metadata_that_cannot_be_read_as_a_mapping_is_a_validation_error(
+    make: Callable[[], object],
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Goal(VID, "x", metadata=make())  # type: ignore[arg-type]
+    assert info.value.field == "metadata"
