@@ -59,8 +59,9 @@ def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     parts = urlsplit(url)
     scheme, host = parts.scheme, (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
     proxy = _env(env, f"{scheme}_proxy") or _env(env, "all_proxy")
-    if not proxy or _bypassed(host, _env(env, "no_proxy")):
+    if not proxy or _bypassed(host, port, _env(env, "no_proxy")):
         return None
     if "://" not in proxy:
         proxy = "http://" + proxy
@@ -74,18 +75,22 @@ def _env(env: Mapping[str, str], name: str) -> str:
     return (env.get(name) or env.get(name.upper()) or "").strip()
 
 
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, ``*``) covers ``host``."""
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, ``*``; an entry with a
+    ``:port`` covers that port only) covers ``host`` and ``port``."""
     for entry in no_proxy.replace(" ", ",").split(","):
         entry = entry.strip().lower()
         if not entry:
             continue
         if entry == "*":
             return True
+        entry_port = ""
         if entry.startswith("[") and "]" in entry:  # [::1]:8080
-            entry = entry[1 : entry.index("]")]
+            entry, entry_port = entry[1 : entry.index("]")], entry[entry.index("]") + 2 :]
         elif entry.count(":") == 1:  # host:port
-            entry = entry.split(":", 1)[0]
+            entry, entry_port = entry.split(":", 1)
+        if entry_port and entry_port != str(port):
+            continue
         entry = entry.lstrip("*").lstrip(".")
         if host == entry or host.endswith("." + entry):
             return True
