@@ -4,12 +4,14 @@ and a client certificate are the ways in."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import ssl
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -175,9 +177,16 @@ async def test_a_client_certificate_reaches_a_server_that_requires_one(
             assert df.stats().delivered == 20
         assert len(fake.goals) == 20
         retry = RetryPolicy(max_attempts=2, initial_delay=0.0)
-        async with client(fake.base_url, ssl=certs.client_context(), retry=retry) as df:
-            with pytest.raises(TransportError):
-                await df.send("v", "without_a_certificate")
+        with warnings.catch_warnings():
+            if sys.version_info < (3, 11):
+                # Python 3.10's asyncio leaves a client's TLS transport unclosed when the server
+                # resets the connection right after the handshake (3.11's rewrite closes it):
+                # collected here, its ResourceWarning ignored on 3.10 only.
+                warnings.simplefilter("ignore", ResourceWarning)
+            async with client(fake.base_url, ssl=certs.client_context(), retry=retry) as df:
+                with pytest.raises(TransportError):
+                    await df.send("v", "without_a_certificate")
+            gc.collect()
         assert len(fake.goals) == 20
 
 
