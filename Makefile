@@ -24,9 +24,11 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@
 
-## Run the test suite (unit and 127.0.0.1 integration tests).
+## Run the test suite (unit and 127.0.0.1 integration tests); PYTEST_ARGS='-m "not slow"'
+## leaves out the slow proofs.
+PYTEST_ARGS ?=
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The main job: the demo against the built-in fake DataFast server.
 demo: $(VENV)/.demo-installed

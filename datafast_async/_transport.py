@@ -10,6 +10,7 @@ place where aiohttp's exceptions are caught and turned into ``TransportError``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import os
 import ssl as ssl_module
@@ -58,8 +59,9 @@ def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     parts = urlsplit(url)
     scheme, host = parts.scheme, (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
     proxy = _env(env, f"{scheme}_proxy") or _env(env, "all_proxy")
-    if not proxy or _bypassed(host, _env(env, "no_proxy")):
+    if not proxy or _bypassed(host, port, _env(env, "no_proxy")):
         return None
     if "://" not in proxy:
         proxy = "http://" + proxy
@@ -73,18 +75,22 @@ def _env(env: Mapping[str, str], name: str) -> str:
     return (env.get(name) or env.get(name.upper()) or "").strip()
 
 
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, ``*``) covers ``host``."""
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, ``*``; an entry with a
+    ``:port`` covers that port only) covers ``host`` and ``port``."""
     for entry in no_proxy.replace(" ", ",").split(","):
         entry = entry.strip().lower()
         if not entry:
             continue
         if entry == "*":
             return True
+        entry_port = ""
         if entry.startswith("[") and "]" in entry:  # [::1]:8080
-            entry = entry[1 : entry.index("]")]
+            entry, entry_port = entry[1 : entry.index("]")], entry[entry.index("]") + 2 :]
         elif entry.count(":") == 1:  # host:port
-            entry = entry.split(":", 1)[0]
+            entry, entry_port = entry.split(":", 1)
+        if entry_port and entry_port != str(port):
+            continue
         entry = entry.lstrip("*").lstrip(".")
         if host == entry or host.endswith("." + entry):
             return True
@@ -116,11 +122,19 @@ class AiohttpTransport:
         proxy: str | None = None,
     ) -> None:
         self._url = url
-        self._headers: dict[str, str] | None = dict(headers)
+        own: dict[str, str] = dict(headers)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
         self._owned = session is None
-        self._proxy, self._proxy_headers = _split_proxy(proxy)
+        self._proxy, proxy_authorization = _split_proxy(proxy)
+        # The proxy's credentials: on the CONNECT of an https:// URL (proxy_headers), on the
+        # request itself for a plain-http:// one (which aiohttp sends to the proxy as is).
+        self._proxy_headers: dict[str, str] | None = None
+        if proxy_authorization is not None:
+            self._proxy_headers = {"Proxy-Authorization": proxy_authorization}
+            if urlsplit(url).scheme == "http":
+                own["Proxy-Authorization"] = proxy_authorization
+        self._headers: dict[str, str] | None = own
         if session is None:
             connector = aiohttp.TCPConnector(
                 limit=concurrency,
@@ -129,11 +143,14 @@ class AiohttpTransport:
                 enable_cleanup_closed=False,
                 ssl=ssl if ssl is not None else True,
             )
+            # Our headers as the session's own: aiohttp then merges no per-request headers (a
+            # measurable share of its work per request). Not through a proxy: aiohttp sends a
+            # session's own headers to the proxy as well, in the clear CONNECT of an https://
+            # URL, and turns their Authorization (the key) into Proxy-Authorization.
+            own_headers = self._proxy is None
             session = aiohttp.ClientSession(
                 connector=connector,
-                # Our headers as the session's own: aiohttp then merges no per-request
-                # headers (a measurable share of its work per request).
-                headers=self._headers,
+                headers=self._headers if own_headers else None,
                 # Only what we set: no automatic Accept/Accept-Encoding/User-Agent work.
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 raise_for_status=False,
@@ -141,7 +158,8 @@ class AiohttpTransport:
                 # trust_env would read it again in a thread for every request.
                 trust_env=False,
             )
-            self._headers = None
+            if own_headers:
+                self._headers = None
         self._session = session
 
     @property
@@ -232,19 +250,21 @@ _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
 )
 
 
-def _split_proxy(proxy: str | None) -> tuple[str | None, dict[str, str] | None]:
-    """A proxy URL without its credentials, and the ``Proxy-Authorization`` header for them."""
+def _split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
+    """A proxy URL without its credentials, and the ``Proxy-Authorization`` value for them."""
     if proxy is None:
         return None, None
     parts = urlsplit(proxy)
     if parts.username is None:
         return proxy, None
-    auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    # Basic credentials (RFC 7617, UTF-8), written out: aiohttp.BasicAuth is deprecated.
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return parts._replace(netloc=netloc).geturl(), {"Proxy-Authorization": auth.encode()}
+    return parts._replace(netloc=netloc).geturl(), authorization
 
 
 def _shown_proxy(proxy: str | None) -> str:

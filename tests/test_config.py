@@ -113,3 +113,71 @@ async def test_the_key_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) 
     assert delivery.error is not None
     assert "SECRET" not in caplog.text
     assert "SECRET" not in repr(delivery.error)
+
+
+# -- transport security: what base_url may be ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://example.com",
+        "http://datafa.st",
+        "http://10.0.0.1",
+        "http://192.168.1.1:8787",
+        "http://172.16.0.1",
+        "http://[2001:db8::1]:8080",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+    ],
+)
+def test_plain_http_is_refused_for_a_host_that_is_not_this_machine(base_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="clear text") as info:
+        DataFast(KEY, base_url=base_url)
+    assert "https://" in str(info.value)
+    assert "SECRET" not in str(info.value)
+
+
+def test_plain_http_from_the_environment_is_refused_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATAFAST_BASE_URL", "http://10.0.0.1:8787")
+    with pytest.raises(ConfigurationError, match="clear text"):
+        DataFast(KEY)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://localhost:8787",
+        "http://LOCALHOST:8787",
+        "http://app.localhost",
+        "http://127.0.0.1:8787",
+        "http://127.0.0.5",
+        "http://[::1]:8787",
+        "https://example.com",
+        "https://10.0.0.1",
+    ],
+)
+def test_plain_http_is_accepted_on_loopback_and_https_everywhere(base_url: str) -> None:
+    assert DataFast(KEY, base_url=base_url)._settings.base_url == base_url
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://user:SECRETPASS@datafa.st",
+        "https://user@datafa.st",
+        "https://:SECRETPASS@datafa.st",
+        "http://user:SECRETPASS@127.0.0.1:8787",
+    ],
+)
+def test_credentials_in_base_url_are_refused_without_being_shown(base_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="credentials") as info:
+        DataFast(KEY, base_url=base_url)
+    assert "SECRET" not in str(info.value)
+
+
+def test_the_missing_key_message_says_how_to_run_without_one() -> None:
+    with pytest.raises(ConfigurationError, match="DATAFAST_API_KEY") as info:
+        DataFast()
+    assert "DATAFAST_ENABLED=0" in str(info.value)
+    assert "enabled=False" in str(info.value)

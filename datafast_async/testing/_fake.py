@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import ssl as ssl_module
 import threading
 import time
 import weakref
@@ -175,6 +176,8 @@ class FakeDataFast:
         fail_rate: Probability (0 to 1) of answering a request with a random fault: 500, a
             502 HTML page, 503 or 429 with ``Retry-After: 0``, or a dropped connection.
         seed: Seed of the random generator behind ``fail_rate``.
+        ssl: A server-side ``ssl.SSLContext``: the server speaks HTTPS with it, and
+            ``base_url`` starts with ``https://``. ``None`` (the default) serves plain HTTP.
 
     Raises:
         ValueError: A setting is out of range.
@@ -200,11 +203,15 @@ class FakeDataFast:
         website_id: str | None = None,
         fail_rate: float = 0.0,
         seed: int | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty str")
         if not 0.0 <= fail_rate <= 1.0:
             raise ValueError(f"fail_rate must be between 0 and 1, got {fail_rate!r}")
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise ValueError("ssl must be an ssl.SSLContext or None")
+        self._ssl = ssl
         self._api_key = api_key
         self._host = host
         self._port = port
@@ -239,7 +246,7 @@ class FakeDataFast:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running server.
+        """``http://host:port`` of the running server (``https://`` with ``ssl``).
 
         Raises:
             RuntimeError: The server is not started.
@@ -247,7 +254,8 @@ class FakeDataFast:
         if self._runner is None:
             raise RuntimeError("FakeDataFast is not started")
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        scheme = "http" if self._ssl is None else "https"
+        return f"{scheme}://{host}:{self._port}"
 
     @property
     def api_key(self) -> str:
@@ -414,7 +422,7 @@ class FakeDataFast:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ssl as ssl_module
 import threading
 from collections.abc import Callable, Collection
 from types import TracebackType
@@ -51,6 +52,7 @@ class ThreadedFakeDataFast:
         website_id: str | None = None,
         fail_rate: float = 0.0,
         seed: int | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self._fake = FakeDataFast(
             api_key=api_key,
@@ -61,6 +63,7 @@ class ThreadedFakeDataFast:
             website_id=website_id,
             fail_rate=fail_rate,
             seed=seed,
+            ssl=ssl,
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,7 +145,7 @@ class ThreadedFakeDataFast:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running server."""
+        """``http://host:port`` of the running server (``https://`` with ``ssl``)."""
         return self._fake.base_url
 
     @property
