@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from datafast_async import DataFast, TransportError
+from datafast_async import DataFast, RetryPolicy, TransportError
 from datafast_async._limiter import DECREASE, Limiter
 from datafast_async._transport import Request, Response
+from datafast_async.testing import FakeDataFast
 
 from .conftest import NO_WAIT, Recorder, error, ok, until
 
@@ -247,3 +248,46 @@ async def test_a_small_ceiling_is_the_limit_from_the_start(ceiling: int) -> None
         assert await df.flush(10)
         assert df.stats().concurrency_limit == ceiling
     assert server.high_water <= ceiling
+
+
+# -- against a real server on 127.0.0.1 ---------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_the_limit_never_passes_the_ceiling_at_a_real_server() -> None:
+    """The high-water mark of requests in flight, seen by the server, stays at the ceiling
+    while the limit grows past its start to meet a backlog."""
+    async with FakeDataFast(latency=0.02, jitter=0.5) as fake:
+        async with DataFast(
+            fake.api_key, base_url=fake.base_url, concurrency=24, max_queue_size=5_000
+        ) as df:
+            for i in range(2_000):
+                df.track_nowait(f"v{i}", "signup")
+            assert await df.flush(30)
+            assert df.stats().concurrency_limit == 24
+        assert df.stats().delivered == 2_000
+        assert 8 < fake.max_concurrent <= 24
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("over", [429, 503])
+async def test_a_server_at_capacity_brings_the_limit_down_and_every_goal_through(
+    over: int,
+) -> None:
+    async with FakeDataFast(latency=0.02, capacity=6, over_capacity=over) as fake:
+        async with DataFast(
+            fake.api_key,
+            base_url=fake.base_url,
+            retry=RetryPolicy(max_attempts=50, initial_delay=0.001, max_delay=0.01),
+            max_queue_size=5_000,
+        ) as df:
+            for i in range(600):
+                df.track_nowait(f"v{i}", "signup")
+            assert await df.flush(60)
+            limit = df.stats().concurrency_limit
+        stats = df.stats()
+        assert stats.delivered == 600
+        assert fake.over_capacity_answers > 0
+        assert limit < 64  # it backed off from the ceiling
+        # It settles near the capacity: most requests get through.
+        assert fake.over_capacity_answers < stats.delivered

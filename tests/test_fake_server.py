@@ -619,3 +619,59 @@ def test_the_threaded_fake_reports_a_port_in_use() -> None:
         port = int(first.base_url.rsplit(":", 1)[1])
         with pytest.raises(OSError, match="address"), ThreadedFakeDataFast(port=port):
             pass
+
+
+# -- behaving like a real API under load ---------------------------------------------------------
+
+
+async def test_requests_beyond_the_capacity_get_429_without_retry_after() -> None:
+    async with FakeDataFast(capacity=2, latency=0.05) as fake, aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(*(call(fake.base_url, session=session) for _ in range(5)))
+        statuses = sorted(answer.status for answer in answers)
+        assert statuses == [200, 200, 429, 429, 429]
+        refused = [answer for answer in answers if answer.status == 429]
+        assert all("Retry-After" not in answer.headers for answer in refused)
+        assert fake.over_capacity_answers == 3
+        assert len(fake.goals) == 2  # a refused request records nothing
+
+
+async def test_over_capacity_can_be_a_gateways_503_page() -> None:
+    async with FakeDataFast(capacity=1, latency=0.05, over_capacity=503) as fake:
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(
+                *(call(fake.base_url, session=session) for _ in range(2))
+            )
+        refused = [answer for answer in answers if answer.status != 200]
+        assert [answer.status for answer in refused] == [503]
+        assert "<html>" in refused[0].text
+
+
+async def test_a_rate_limit_admits_a_tenth_of_a_second_of_requests_at_once() -> None:
+    async with FakeDataFast(rate_limit=50) as fake, aiohttp.ClientSession() as session:
+        answers = await asyncio.gather(*(call(fake.base_url, session=session) for _ in range(20)))
+        admitted = sum(answer.status == 200 for answer in answers)
+        # A bucket of 5, refilled at 50/s while they arrive (a slow machine lets in a few more).
+        assert 5 <= admitted <= 12
+        assert fake.over_capacity_answers == 20 - admitted
+
+
+async def test_latency_may_be_a_distribution() -> None:
+    draws: list[float] = []
+
+    def latency() -> float:
+        draws.append(0.001 * (len(draws) + 1))
+        return draws[-1]
+
+    async with FakeDataFast(latency=latency) as fake:
+        for _ in range(3):
+            assert (await call(fake.base_url)).status == 200
+    assert draws == [0.001, 0.002, 0.003]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"jitter": 1.5}, {"capacity": 0}, {"rate_limit": 0}, {"over_capacity": 500}],
+)
+def test_load_settings_are_checked(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        FakeDataFast(**kwargs)

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -170,7 +170,17 @@ class FakeDataFast:
         api_key: The token clients must send; a ``dft_`` prefix makes ``websiteId`` required.
         host: The address to listen on.
         port: The port; ``0`` picks a free one (read ``base_url`` after start).
-        latency: Seconds added before every answer.
+        latency: Seconds added before every answer: a number, or a function returning the
+            seconds for each request (a distribution: ``lambda: random.uniform(0.04, 0.06)``).
+        jitter: With a number ``latency``: each answer's latency is drawn uniformly within
+            this fraction of it (``0.2``: ±20%).
+        capacity: The most requests handled at once, like a real API under load; a request
+            beyond it is answered ``over_capacity`` (after the same latency) and records no
+            goal. ``None``: no limit.
+        rate_limit: Requests per second admitted (a token bucket holding a tenth of a second
+            of them); beyond it, ``over_capacity``. ``None``: no limit.
+        over_capacity: What a request beyond ``capacity`` or ``rate_limit`` gets: 429 without
+            ``Retry-After`` (DataFast's envelope), or a gateway's 503 HTML page.
         known_visitors: Visitor ids that have a pageview; ``None`` accepts every visitor.
         website_id: The website a ``dft_`` token may write to; ``None`` accepts any.
         fail_rate: Probability (0 to 1) of answering a request with a random fault: 500, a
@@ -198,12 +208,16 @@ class FakeDataFast:
         api_key: str = "df_test",
         host: str = "127.0.0.1",
         port: int = 0,
-        latency: float = 0.0,
+        latency: float | Callable[[], float] = 0.0,
         known_visitors: Collection[str] | None = None,
         website_id: str | None = None,
         fail_rate: float = 0.0,
         seed: int | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        jitter: float = 0.0,
+        capacity: int | None = None,
+        rate_limit: float | None = None,
+        over_capacity: int = 429,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty str")
@@ -215,7 +229,24 @@ class FakeDataFast:
         self._api_key = api_key
         self._host = host
         self._port = port
-        self._latency = _seconds("latency", latency)
+        self._latency: float | Callable[[], float] = (
+            latency if callable(latency) else _seconds("latency", latency)
+        )
+        if not 0.0 <= jitter <= 1.0:
+            raise ValueError(f"jitter must be between 0 and 1, got {jitter!r}")
+        self._jitter = float(jitter)
+        if capacity is not None and (isinstance(capacity, bool) or capacity < 1):
+            raise ValueError(f"capacity must be an int >= 1 or None, got {capacity!r}")
+        self._capacity = capacity
+        if rate_limit is not None and not rate_limit > 0:
+            raise ValueError(f"rate_limit must be > 0 or None, got {rate_limit!r}")
+        self._rate_limit = rate_limit
+        self._tokens = 0.0 if rate_limit is None else max(1.0, rate_limit / 10)
+        self._tokens_at = time.monotonic()
+        if over_capacity not in (429, 503):
+            raise ValueError(f"over_capacity must be 429 or 503, got {over_capacity!r}")
+        self._over_capacity = over_capacity
+        self._refused = 0
         self.known_visitors = known_visitors
         self._website_id = website_id
         self._fail_rate = float(fail_rate)
@@ -299,6 +330,11 @@ class FakeDataFast:
         return self._max_concurrent
 
     @property
+    def over_capacity_answers(self) -> int:
+        """Requests answered ``over_capacity`` (beyond ``capacity`` or ``rate_limit``)."""
+        return self._refused
+
+    @property
     def connections(self) -> int:
         """Distinct TCP connections that sent a request since start (or ``reset()``)."""
         return self._connections
@@ -353,6 +389,7 @@ class FakeDataFast:
             self._seen = weakref.WeakSet()
             self._connections = 0
             self._max_concurrent = self._in_flight
+            self._refused = 0
 
     def pause(self) -> None:
         """Hold every new request at the server until ``resume()`` (at most 30 s each)."""
@@ -459,8 +496,12 @@ class FakeDataFast:
                 parsed = json.loads(raw, parse_constant=_reject_constant) if raw else None
             except ValueError:
                 parsed = None
-            if await self._hold() and await self._sleep(self._latency):
-                response = await self._answer(request, parsed)
+            over = self._over_capacity_now()
+            if await self._hold() and await self._sleep(self._latency_now()):
+                if over:
+                    response = _fault_response(self._over_capacity, None)
+                else:
+                    response = await self._answer(request, parsed)
             if response is None and request.transport is not None:
                 request.transport.close()
             # aiohttp ignores an answer to a closed connection.
@@ -477,6 +518,31 @@ class FakeDataFast:
             )
             with self._lock:
                 self._requests.append(record)
+
+    def _latency_now(self) -> float:
+        latency = self._latency
+        if callable(latency):
+            return max(0.0, float(latency()))
+        if self._jitter and latency:
+            return latency * self._random.uniform(1.0 - self._jitter, 1.0 + self._jitter)
+        return latency
+
+    def _over_capacity_now(self) -> bool:
+        """Whether the request that just arrived is beyond the capacity (counted if so)."""
+        over = self._capacity is not None and self._in_flight > self._capacity
+        rate = self._rate_limit
+        if not over and rate is not None:
+            now = time.monotonic()
+            self._tokens = min(max(1.0, rate / 10), self._tokens + (now - self._tokens_at) * rate)
+            self._tokens_at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+            else:
+                over = True
+        if over:
+            with self._lock:
+                self._refused += 1
+        return over
 
     def _count_connection(self, request: web.Request) -> None:
         transport = request.transport

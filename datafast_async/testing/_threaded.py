@@ -47,12 +47,16 @@ class ThreadedFakeDataFast:
         api_key: str = "df_test",
         host: str = "127.0.0.1",
         port: int = 0,
-        latency: float = 0.0,
+        latency: float | Callable[[], float] = 0.0,
         known_visitors: Collection[str] | None = None,
         website_id: str | None = None,
         fail_rate: float = 0.0,
         seed: int | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        jitter: float = 0.0,
+        capacity: int | None = None,
+        rate_limit: float | None = None,
+        over_capacity: int = 429,
     ) -> None:
         self._fake = FakeDataFast(
             api_key=api_key,
@@ -64,6 +68,10 @@ class ThreadedFakeDataFast:
             fail_rate=fail_rate,
             seed=seed,
             ssl=ssl,
+            jitter=jitter,
+            capacity=capacity,
+            rate_limit=rate_limit,
+            over_capacity=over_capacity,
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,6 +199,11 @@ class ThreadedFakeDataFast:
     def connections(self) -> int:
         """Distinct TCP connections that sent a request since start (or ``reset()``)."""
         return self._fake.connections
+
+    @property
+    def over_capacity_answers(self) -> int:
+        """Requests answered ``over_capacity`` (beyond ``capacity`` or ``rate_limit``)."""
+        return self._fake.over_capacity_answers
 
     def fail_next(
         self,
