@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import re
 import threading
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +33,10 @@ from datafast_async import (
     Stats,
     TransportError,
     VisitorNotFoundError,
+    _reporting,
+    _run,
 )
+from datafast_async._sender import Sender
 from datafast_async._transport import Request, Response
 
 from .conftest import EVENT_ID, Recorder, error, ok, until
@@ -166,6 +171,40 @@ async def test_a_raising_callback_is_logged_and_the_sender_goes_on(
     assert any("async callback bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
+async def test_async_callbacks_still_running_at_the_deadline_are_cancelled(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aclose() gives async callbacks until the deadline (at least a grace period), then
+    cancels those still running and says how many."""
+    monkeypatch.setattr(_run, "_CALLBACK_GRACE", 0.01)
+    started = asyncio.Event()
+    finished: list[str] = []
+    cancelled: list[str] = []
+
+    async def on_success(goal: Goal, result: GoalResult) -> None:
+        if goal.name == "quick":
+            finished.append(goal.name)
+            return
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set: a callback that hangs
+        except asyncio.CancelledError:
+            cancelled.append(goal.name)
+            raise
+
+    df = make_client(on_success=on_success, concurrency=1)
+    await df.start()
+    df.track_nowait("v", "quick")
+    df.track_nowait("v", "hangs")
+    await started.wait()
+    stats = await df.aclose(timeout=0)
+    assert stats == Stats(enqueued=2, delivered=2)
+    assert finished == ["quick"]
+    assert cancelled == ["hangs"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert lines == ["1 async callbacks did not finish in time and were cancelled"]
+
+
 # -- what is retried and what is final ---------------------------------------------------------
 
 
@@ -217,6 +256,89 @@ async def test_transport_errors_are_retried(make_client: MakeClient, recorder: R
     async with make_client() as df:
         await df.track_nowait("v", "signup").wait(5)
     assert calls == 2
+
+
+def sender_tasks() -> set[asyncio.Task[Any]]:
+    """The sender's live worker tasks in this loop."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("datafast-sender-") and not task.done()
+    }
+
+
+async def test_a_transport_raising_an_unexpected_error_fails_that_goal_not_its_worker(
+    make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A custom transport that raises something other than TransportError (a bug of its
+    own) fails that goal, final, with the real exception as its cause; the same worker goes
+    on with the next goals."""
+    bug = RuntimeError("a bug in a custom transport")
+
+    def answer(request: Request) -> Response:
+        if b'"broken"' in request.body:
+            raise bug
+        return ok()
+
+    recorder.answer = answer
+    async with make_client(concurrency=1) as df:
+        workers = sender_tasks()
+        broken = df.track_nowait("v", "broken")
+        others = [df.track_nowait("v", f"after{i}") for i in range(3)]
+        assert await df.flush(5)
+        assert sender_tasks() == workers  # the one worker, still the same task
+        stats = df.stats()
+    assert len(workers) == 1
+    error_ = broken.error
+    assert type(error_) is DataFastError
+    assert "internal error: the transport failed" in str(error_)
+    assert error_.__cause__ is bug
+    assert all(d.result is not None for d in others)
+    assert recorder.names == ["broken", "after0", "after1", "after2"]  # not retried
+    assert stats == Stats(enqueued=4, delivered=3, failed=1)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["the transport failed on goal 'broken'"]
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[1] is bug
+
+
+async def test_a_worker_that_dies_of_a_bug_fails_its_goal_and_is_replaced(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the sender after the answer kills the worker: its traceback is logged, the
+    goal it held fails with the real exception as its cause, and a new worker delivers the
+    later goals (one worker here, so nobody else could)."""
+    bugs: list[RuntimeError] = []
+    delivered = Sender._delivered
+
+    def delivered_with_a_bug(self: Sender, delivery: Delivery, body: bytes) -> None:
+        if not bugs:
+            bugs.append(RuntimeError("a bug in the sender"))
+            raise bugs[0]
+        delivered(self, delivery, body)
+
+    monkeypatch.setattr(Sender, "_delivered", delivered_with_a_bug)
+    async with make_client(concurrency=1) as df:
+        (first_worker,) = sender_tasks()
+        held = df.track_nowait("v", "held")
+        with pytest.raises(DataFastError, match="internal error: a sender worker died"):
+            await held.wait(5)
+        later = [df.track_nowait("v", f"later{i}") for i in range(5)]
+        assert await df.flush(5)
+        workers = sender_tasks()
+        assert len(workers) == 1  # concurrency=1: one live worker, a new one
+        assert first_worker.done()
+        assert first_worker not in workers
+    assert held.error is not None
+    assert held.error.__cause__ is bugs[0]
+    assert all(d.result is not None for d in later)
+    assert df.stats() == Stats(enqueued=6, delivered=5, failed=1)
+    died = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in died] == [
+        "a sender worker died of a bug; a new one takes its place"
+    ]
+    assert died[0].exc_info is not None
+    assert died[0].exc_info[1] is bugs[0]
 
 
 async def test_attempts_are_bounded_by_max_attempts(
@@ -379,6 +501,41 @@ async def test_drops_are_warned_about_at_a_limited_rate(
     assert counts == [1, 98]
     assert all("max_queue_size=1" in line for line in lines)
     assert df.stats().dropped == sum(counts)
+
+
+async def test_goals_waiting_to_retry_count_against_max_queue_size(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """While the API keeps failing, queued goals and goals waiting to retry together never
+    pass max_queue_size; goals beyond that are dropped and counted."""
+    recorder.answer = lambda r: error(503)
+    bound = 5
+    seen: list[Stats] = []
+    tracked = 0
+    async with make_client(
+        max_queue_size=bound,
+        concurrency=2,
+        shutdown_timeout=0,
+        retry=RetryPolicy(max_attempts=3, initial_delay=0.02, max_delay=0.02),
+    ) as df:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while df.stats().failed < 10:  # goals run out of attempts: room comes back
+            assert loop.time() < deadline, df.stats()
+            df.track_nowait("v", f"g{tracked}")
+            tracked += 1
+            # The handler answers at once: every goal in flight is waiting to retry here.
+            seen.append(df.stats())
+            await asyncio.sleep(0)
+    assert all(balanced(stats) for stats in seen)
+    assert max(stats.queued + stats.in_flight for stats in seen) == bound
+    # The bound was reached with goals waiting to retry in it, and goals were dropped then.
+    full = [s for s in seen if s.in_flight > 0 and s.queued + s.in_flight == bound]
+    assert full
+    assert seen[-1].dropped > 0
+    final = df.stats()
+    assert final.enqueued + final.dropped == tracked
+    assert final.retries > 0
 
 
 # -- accounting --------------------------------------------------------------------------------
@@ -607,6 +764,116 @@ def test_a_closed_client_starts_again_in_a_new_event_loop(recorder: Recorder) ->
     assert asyncio.run(lifespan("one")) == Stats(enqueued=1, delivered=1)
     assert asyncio.run(lifespan("two")) == Stats(enqueued=1, delivered=1)
     assert recorder.names == ["one", "two"]
+
+
+# -- honest outcomes -----------------------------------------------------------------------------
+
+
+class _ThenWait(RetryPolicy):
+    """Two immediate retries, then a wait of 30 s: a goal is then waiting to retry past any
+    shutdown deadline a test sets."""
+
+    __slots__ = ()
+
+    def backoff(self, retry: int) -> float:
+        return 0.0 if retry < 3 else 30.0
+
+
+async def test_a_goal_cut_at_the_shutdown_deadline_may_have_been_delivered(
+    gated_client: MakeClient, gate: Gate, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    df = gated_client(concurrency=2)
+    await df.start()
+    deliveries = [df.track_nowait("v", f"g{i}") for i in range(5)]
+    await until(lambda: gate.waiting == 2)
+    await df.aclose(timeout=0.05)
+    errors = [d.error for d in deliveries]
+    assert all(isinstance(e, ShutdownError) for e in errors)
+    cut = sorted(recorder.names)
+    assert cut == ["g0", "g1"]
+    flags = {d.goal.name: d.error.maybe_delivered for d in deliveries}  # type: ignore[union-attr]
+    # The two whose requests were out may be recorded; the three never sent cannot be.
+    assert flags == {"g0": True, "g1": True, "g2": False, "g3": False, "g4": False}
+    assert len({id(e) for e in errors}) == 5  # each goal its own error
+    lines = [
+        r.getMessage() for r in caplog.records if "shutdown deadline (0.05 s):" in r.getMessage()
+    ]
+    assert len(lines) == 1
+    assert lines[0].startswith("5 goals were still undelivered at the shutdown deadline")
+
+
+async def test_shutdown_error_says_whether_an_earlier_attempt_may_have_arrived(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """Goals waiting to retry at the deadline: one that had a reset earlier may have been
+    recorded; one that only got answers, or was only refused a connection, cannot have been.
+    Each holds a summary of its last error, without a traceback."""
+    script: dict[str, list[object]] = {
+        "reset_then_answered": ["reset", 503, 503],
+        "answered_only": [503, 503, 503],
+        "refused_only": ["refused", "refused", "refused"],
+    }
+
+    def answer(request: Request) -> Response:
+        step = script[json.loads(request.body)["name"]].pop(0)
+        if step == "reset":
+            raise TransportError("the connection was reset")
+        if step == "refused":
+            raise TransportError("connection refused", maybe_delivered=False)
+        assert isinstance(step, int)
+        return error(step, "busy")
+
+    recorder.answer = answer
+    df = make_client(retry=_ThenWait(), concurrency=1)
+    await df.start()
+    deliveries = {name: df.track_nowait("v", name) for name in script}
+    await until(lambda: not any(script.values()))
+    assert df.stats() == Stats(enqueued=3, in_flight=3, retries=6)  # all waiting to retry
+    await df.aclose(timeout=0.05)
+    errors = {name: d.error for name, d in deliveries.items()}
+    assert all(type(e) is ShutdownError for e in errors.values())
+    flags = {name: e.maybe_delivered for name, e in errors.items()}  # type: ignore[union-attr]
+    assert flags == {"reset_then_answered": True, "answered_only": False, "refused_only": False}
+    causes = {name: e.__cause__ for name, e in errors.items()}  # type: ignore[union-attr]
+    assert isinstance(causes["reset_then_answered"], ServerError)
+    assert isinstance(causes["answered_only"], ServerError)
+    assert isinstance(causes["refused_only"], TransportError)
+    assert str(causes["refused_only"]) == "connection refused"
+    for cause in causes.values():
+        assert cause is not None
+        assert cause.__traceback__ is None  # the refusals were raised: summaries have none
+        assert cause.__cause__ is None
+        assert cause.__context__ is None
+
+
+async def test_attempts_that_keep_failing_are_warned_about_even_when_delivered(
+    make_client: MakeClient,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first failed attempt is said at once; the next ones in one line per window,
+    counted by status; the goal is delivered in the end."""
+    clock = [1000.0]
+    monkeypatch.setattr(_reporting, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    answers = [error(503), error(503), error(502), error(503)]
+
+    def answer(request: Request) -> Response:
+        if len(answers) == 1:
+            clock[0] += 31  # the window (30 s) has passed
+        return answers.pop(0) if answers else ok()
+
+    recorder.answer = answer
+    async with make_client() as df:
+        result = await df.track_nowait("v", "signup").wait(5)
+    assert result.event_id == EVENT_ID
+    assert df.stats() == Stats(enqueued=1, delivered=1, retries=4)
+    lines = [r.getMessage() for r in caplog.records if "retried" in r.getMessage()]
+    assert lines == [
+        "an attempt failed and will be retried: 503 x1",
+        "attempts keep failing and are retried: 502 x1, 503 x2 in the last 31 s",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "retried" in r.getMessage())
 
 
 # -- disabled ---------------------------------------------------------------------------------
