@@ -130,10 +130,10 @@ async def test_raising_the_limit_hands_slots_over_at_once() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     loop = asyncio.new_event_loop()
     try:
-        with pytest.raises(ValueError, match="limit"):
+        with pytest.raises(ValueError, match="must be >= 1"):
             Limiter(0, loop)
         limiter = Limiter(1, loop)
-        with pytest.raises(ValueError, match="limit"):
+        with pytest.raises(ValueError, match="must be >= 1"):
             limiter.limit = 0
     finally:
         loop.close()
