@@ -274,10 +274,15 @@ class DataFast:
         )
 
     def _pending_at_exit(self) -> int:
+        """The goals still pending as the process exits; the exit WARNING says them, so the
+        client's garbage collection in the interpreter's teardown does not say them again."""
         run = self._run
         if run.state is _CLOSED or not self._enabled:
             return 0
-        return run.queue.pending
+        pending = run.queue.pending
+        if pending:
+            run.warned = True
+        return pending
 
     # -- intake ---------------------------------------------------------------------------
 

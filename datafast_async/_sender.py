@@ -87,6 +87,8 @@ class Sender:
         self._stopping = False
         self._orphaned = False
         self._deaths = 0
+        #: Whether a worker is failing the waiting goals of the open circuit (one at a time).
+        self._failing = False
         self.circuit = Circuit(policy, loop)
         self._attempt_log = AttemptLog()
 
@@ -399,8 +401,14 @@ class Sender:
         circuit = self.circuit
         state = circuit.refresh()
         if state is _OPEN:
-            if self._fail_a_chunk():
-                await asyncio.sleep(0)  # let the app run between two chunks
+            # One worker at a time fails the waiting goals, a chunk per step of the loop: with
+            # every worker failing a chunk, a step of the loop would fail them all at once.
+            if not self._failing and self._fail_a_chunk():
+                self._failing = True
+                try:
+                    await asyncio.sleep(0)  # let the app run between two chunks
+                finally:
+                    self._failing = False
             else:
                 await self._wait_for_work(circuit.until - self._loop.time())
             return None

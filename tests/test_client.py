@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import re
 import threading
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from datafast_async import (
@@ -18,6 +22,7 @@ from datafast_async import (
     ClientClosedError,
     DataFast,
     DataFastError,
+    Delivery,
     Goal,
     GoalResult,
     QueueFullError,
@@ -28,7 +33,10 @@ from datafast_async import (
     Stats,
     TransportError,
     VisitorNotFoundError,
+    _reporting,
+    _run,
 )
+from datafast_async._sender import Sender
 from datafast_async._transport import Request, Response
 
 from .conftest import EVENT_ID, Recorder, error, ok, until
@@ -41,20 +49,36 @@ def balanced(stats: Stats) -> bool:
 
 
 class Gate:
-    """A handler that holds every request until released, counting those it holds."""
+    """A handler that holds every request until released, counting those it holds (and the
+    most it held at once)."""
 
     def __init__(self, answer: Callable[[Request], Response] = lambda r: ok()) -> None:
         self.open = asyncio.Event()
         self.waiting = 0
+        self.peak = 0
         self.answer = answer
 
     async def __call__(self, request: Request) -> Response:
         self.waiting += 1
+        self.peak = max(self.peak, self.waiting)
         try:
             await self.open.wait()
         finally:
             self.waiting -= 1
         return self.answer(request)
+
+
+@pytest.fixture
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture
+def gated_client(gate: Gate, recorder: Recorder, make_client: MakeClient) -> MakeClient:
+    """Build a client whose transport holds every request at ``gate`` (the recorder still
+    records them); keyword arguments go to DataFast."""
+    recorder.answer = gate
+    return make_client
 
 
 # -- delivery and results ---------------------------------------------------------------------
@@ -147,6 +171,40 @@ async def test_a_raising_callback_is_logged_and_the_sender_goes_on(
     assert any("async callback bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
+async def test_async_callbacks_still_running_at_the_deadline_are_cancelled(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aclose() gives async callbacks until the deadline (at least a grace period), then
+    cancels those still running and says how many."""
+    monkeypatch.setattr(_run, "_CALLBACK_GRACE", 0.01)
+    started = asyncio.Event()
+    finished: list[str] = []
+    cancelled: list[str] = []
+
+    async def on_success(goal: Goal, result: GoalResult) -> None:
+        if goal.name == "quick":
+            finished.append(goal.name)
+            return
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set: a callback that hangs
+        except asyncio.CancelledError:
+            cancelled.append(goal.name)
+            raise
+
+    df = make_client(on_success=on_success, concurrency=1)
+    await df.start()
+    df.track_nowait("v", "quick")
+    df.track_nowait("v", "hangs")
+    await started.wait()
+    stats = await df.aclose(timeout=0)
+    assert stats == Stats(enqueued=2, delivered=2)
+    assert finished == ["quick"]
+    assert cancelled == ["hangs"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert lines == ["1 async callbacks did not finish in time and were cancelled"]
+
+
 # -- what is retried and what is final ---------------------------------------------------------
 
 
@@ -198,6 +256,89 @@ async def test_transport_errors_are_retried(make_client: MakeClient, recorder: R
     async with make_client() as df:
         await df.track_nowait("v", "signup").wait(5)
     assert calls == 2
+
+
+def sender_tasks() -> set[asyncio.Task[Any]]:
+    """The sender's live worker tasks in this loop."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("datafast-sender-") and not task.done()
+    }
+
+
+async def test_a_transport_raising_an_unexpected_error_fails_that_goal_not_its_worker(
+    make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A custom transport that raises something other than TransportError (a bug of its
+    own) fails that goal, final, with the real exception as its cause; the same worker goes
+    on with the next goals."""
+    bug = RuntimeError("a bug in a custom transport")
+
+    def answer(request: Request) -> Response:
+        if b'"broken"' in request.body:
+            raise bug
+        return ok()
+
+    recorder.answer = answer
+    async with make_client(concurrency=1) as df:
+        workers = sender_tasks()
+        broken = df.track_nowait("v", "broken")
+        others = [df.track_nowait("v", f"after{i}") for i in range(3)]
+        assert await df.flush(5)
+        assert sender_tasks() == workers  # the one worker, still the same task
+        stats = df.stats()
+    assert len(workers) == 1
+    error_ = broken.error
+    assert type(error_) is DataFastError
+    assert "internal error: the transport failed" in str(error_)
+    assert error_.__cause__ is bug
+    assert all(d.result is not None for d in others)
+    assert recorder.names == ["broken", "after0", "after1", "after2"]  # not retried
+    assert stats == Stats(enqueued=4, delivered=3, failed=1)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["the transport failed on goal 'broken'"]
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[1] is bug
+
+
+async def test_a_worker_that_dies_of_a_bug_fails_its_goal_and_is_replaced(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the sender after the answer kills the worker: its traceback is logged, the
+    goal it held fails with the real exception as its cause, and a new worker delivers the
+    later goals (one worker here, so nobody else could)."""
+    bugs: list[RuntimeError] = []
+    delivered = Sender._delivered
+
+    def delivered_with_a_bug(self: Sender, delivery: Delivery, body: bytes) -> None:
+        if not bugs:
+            bugs.append(RuntimeError("a bug in the sender"))
+            raise bugs[0]
+        delivered(self, delivery, body)
+
+    monkeypatch.setattr(Sender, "_delivered", delivered_with_a_bug)
+    async with make_client(concurrency=1) as df:
+        (first_worker,) = sender_tasks()
+        held = df.track_nowait("v", "held")
+        with pytest.raises(DataFastError, match="internal error: a sender worker died"):
+            await held.wait(5)
+        later = [df.track_nowait("v", f"later{i}") for i in range(5)]
+        assert await df.flush(5)
+        workers = sender_tasks()
+        assert len(workers) == 1  # concurrency=1: one live worker, a new one
+        assert first_worker.done()
+        assert first_worker not in workers
+    assert held.error is not None
+    assert held.error.__cause__ is bugs[0]
+    assert all(d.result is not None for d in later)
+    assert df.stats() == Stats(enqueued=6, delivered=5, failed=1)
+    died = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in died] == [
+        "a sender worker died of a bug; a new one takes its place"
+    ]
+    assert died[0].exc_info is not None
+    assert died[0].exc_info[1] is bugs[0]
 
 
 async def test_attempts_are_bounded_by_max_attempts(
@@ -284,12 +425,8 @@ async def test_a_goal_waiting_to_retry_does_not_hold_a_slot(
 # -- the queue's policies ----------------------------------------------------------------------
 
 
-async def test_a_full_queue_drops_and_counts(make_client: MakeClient) -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    df = DataFast(
-        "df_unit_test_key", max_queue_size=2, concurrency=1, _transport_factory=recorder.factory
-    )
+async def test_a_full_queue_drops_and_counts(gated_client: MakeClient, gate: Gate) -> None:
+    df = gated_client(max_queue_size=2, concurrency=1)
     async with df:
         df.track_nowait("v", "a")
         await until(lambda: gate.waiting == 1)
@@ -304,16 +441,8 @@ async def test_a_full_queue_drops_and_counts(make_client: MakeClient) -> None:
     assert df.stats().delivered == 3
 
 
-async def test_a_full_queue_raises_with_on_full_raise(make_client: MakeClient) -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast(
-        "df_unit_test_key",
-        max_queue_size=1,
-        concurrency=1,
-        on_full="raise",
-        _transport_factory=recorder.factory,
-    ) as df:
+async def test_a_full_queue_raises_with_on_full_raise(gated_client: MakeClient, gate: Gate) -> None:
+    async with gated_client(max_queue_size=1, concurrency=1, on_full="raise") as df:
         df.track_nowait("v", "a")
         await until(lambda: gate.waiting == 1)
         df.track_nowait("v", "b")
@@ -325,17 +454,10 @@ async def test_a_full_queue_raises_with_on_full_raise(make_client: MakeClient) -
         gate.open.set()
 
 
-async def test_block_waits_for_room_then_queues() -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast(
-        "df_unit_test_key",
-        max_queue_size=1,
-        concurrency=1,
-        on_full="block",
-        timeout=5,
-        _transport_factory=recorder.factory,
-    ) as df:
+async def test_block_waits_for_room_then_queues(
+    gated_client: MakeClient, gate: Gate, recorder: Recorder
+) -> None:
+    async with gated_client(max_queue_size=1, concurrency=1, on_full="block", timeout=5) as df:
         df.track_nowait("v", "a")
         await until(lambda: gate.waiting == 1)
         df.track_nowait("v", "b")
@@ -351,17 +473,9 @@ async def test_block_waits_for_room_then_queues() -> None:
     assert df.stats().dropped == 1
 
 
-async def test_block_gives_up_after_timeout() -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast(
-        "df_unit_test_key",
-        max_queue_size=1,
-        concurrency=1,
-        on_full="block",
-        timeout=0.05,
-        shutdown_timeout=0,
-        _transport_factory=recorder.factory,
+async def test_block_gives_up_after_timeout(gated_client: MakeClient, gate: Gate) -> None:
+    async with gated_client(
+        max_queue_size=1, concurrency=1, on_full="block", timeout=0.05, shutdown_timeout=0
     ) as df:
         df.track_nowait("v", "a")
         await until(lambda: gate.waiting == 1)
@@ -372,24 +486,56 @@ async def test_block_gives_up_after_timeout() -> None:
 
 
 async def test_drops_are_warned_about_at_a_limited_rate(
-    caplog: pytest.LogCaptureFixture,
+    gated_client: MakeClient, gate: Gate, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast(
-        "df_unit_test_key",
-        max_queue_size=1,
-        concurrency=1,
-        shutdown_timeout=0,
-        _transport_factory=recorder.factory,
-    ) as df:
+    """The first drop is said at once; the rest of the window's drops in one line at close,
+    and the counts add up to ``dropped``."""
+    async with gated_client(max_queue_size=1, concurrency=1, shutdown_timeout=0) as df:
         df.track_nowait("v", "a")
         await until(lambda: gate.waiting == 1)
         for _ in range(100):
-            df.track_nowait("v", "b")
-    warnings_ = [r for r in caplog.records if "dropped" in r.getMessage()]
-    assert 1 <= len(warnings_) <= 2
-    assert df.stats().dropped == 99
+            df.track_nowait("v", "b")  # the first is queued, the other 99 dropped
+        assert df.stats().dropped == 99
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    counts = [int(re.search(r"(\d+) goals dropped", line)[1]) for line in lines]  # type: ignore[index]
+    assert counts == [1, 98]
+    assert all("max_queue_size=1" in line for line in lines)
+    assert df.stats().dropped == sum(counts)
+
+
+async def test_goals_waiting_to_retry_count_against_max_queue_size(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """While the API keeps failing, queued goals and goals waiting to retry together never
+    pass max_queue_size; goals beyond that are dropped and counted."""
+    recorder.answer = lambda r: error(503)
+    bound = 5
+    seen: list[Stats] = []
+    tracked = 0
+    async with make_client(
+        max_queue_size=bound,
+        concurrency=2,
+        shutdown_timeout=0,
+        retry=RetryPolicy(max_attempts=3, initial_delay=0.02, max_delay=0.02),
+    ) as df:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while df.stats().failed < 10:  # goals run out of attempts: room comes back
+            assert loop.time() < deadline, df.stats()
+            df.track_nowait("v", f"g{tracked}")
+            tracked += 1
+            # The handler answers at once: every goal in flight is waiting to retry here.
+            seen.append(df.stats())
+            await asyncio.sleep(0)
+    assert all(balanced(stats) for stats in seen)
+    assert max(stats.queued + stats.in_flight for stats in seen) == bound
+    # The bound was reached with goals waiting to retry in it, and goals were dropped then.
+    full = [s for s in seen if s.in_flight > 0 and s.queued + s.in_flight == bound]
+    assert full
+    assert seen[-1].dropped > 0
+    final = df.stats()
+    assert final.enqueued + final.dropped == tracked
+    assert final.retries > 0
 
 
 # -- accounting --------------------------------------------------------------------------------
@@ -474,31 +620,33 @@ async def test_send_retries_then_raises_the_final_error(
     assert len(recorder.bodies) == 3
 
 
-async def test_send_shares_the_concurrency_limit(make_client: MakeClient) -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast(
-        "df_unit_test_key", concurrency=2, _transport_factory=recorder.factory
-    ) as df:
+async def test_send_shares_the_concurrency_limit(
+    gated_client: MakeClient, gate: Gate, recorder: Recorder
+) -> None:
+    async with gated_client(concurrency=2) as df:
         for name in ("a", "b", "c"):
             df.track_nowait("v", name)
         sent = asyncio.ensure_future(df.send("v", "direct"))
-        await until(lambda: gate.waiting == 2)
-        await asyncio.sleep(0)
+        await until(lambda: gate.waiting >= 2)
+        # Every task is now blocked: the send() too, on the limit, not on the network.
+        await anyio.wait_all_tasks_blocked()
         assert gate.waiting == 2
+        assert sorted(recorder.names) == ["a", "b"]
+        assert not sent.done()
         gate.open.set()
-        await sent
-        await df.flush(5)
+        assert (await sent).event_id == EVENT_ID
+        assert await df.flush(5)
+    assert gate.peak == 2
     assert sorted(recorder.names) == ["a", "b", "c", "direct"]
 
 
 # -- flush and shutdown ------------------------------------------------------------------------
 
 
-async def test_flush_returns_false_when_its_timeout_comes_first() -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast("df_unit_test_key", _transport_factory=recorder.factory) as df:
+async def test_flush_returns_false_when_its_timeout_comes_first(
+    gated_client: MakeClient, gate: Gate
+) -> None:
+    async with gated_client() as df:
         df.track_nowait("v", "a")
         assert await df.flush(timeout=0.01) is False
         gate.open.set()
@@ -510,16 +658,11 @@ async def test_flush_with_nothing_pending_returns_at_once(make_client: MakeClien
         assert await df.flush(timeout=0)
 
 
-async def test_aclose_reports_goals_still_undelivered_at_its_deadline() -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
+async def test_aclose_reports_goals_still_undelivered_at_its_deadline(
+    gated_client: MakeClient, gate: Gate, recorder: Recorder
+) -> None:
     failures: list[tuple[str, DataFastError]] = []
-    df = DataFast(
-        "df_unit_test_key",
-        concurrency=2,
-        on_failure=lambda g, e: failures.append((g.name, e)),
-        _transport_factory=recorder.factory,
-    )
+    df = gated_client(concurrency=2, on_failure=lambda g, e: failures.append((g.name, e)))
     await df.start()
     deliveries = [df.track_nowait("v", f"g{i}") for i in range(5)]
     await until(lambda: gate.waiting == 2)
@@ -563,16 +706,11 @@ async def test_aclose_is_idempotent(make_client: MakeClient) -> None:
     assert first == await df.aclose() == Stats(enqueued=1, delivered=1)
 
 
-async def test_aclose_finishes_even_when_its_task_is_cancelled() -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
+async def test_aclose_finishes_even_when_its_task_is_cancelled(
+    gated_client: MakeClient, gate: Gate
+) -> None:
     failures: list[DataFastError] = []
-    df = DataFast(
-        "df_unit_test_key",
-        shutdown_timeout=0.2,
-        on_failure=lambda g, e: failures.append(e),
-        _transport_factory=recorder.factory,
-    )
+    df = gated_client(shutdown_timeout=0.2, on_failure=lambda g, e: failures.append(e))
     entered = asyncio.Event()
 
     async def owner() -> None:
@@ -626,6 +764,116 @@ def test_a_closed_client_starts_again_in_a_new_event_loop(recorder: Recorder) ->
     assert asyncio.run(lifespan("one")) == Stats(enqueued=1, delivered=1)
     assert asyncio.run(lifespan("two")) == Stats(enqueued=1, delivered=1)
     assert recorder.names == ["one", "two"]
+
+
+# -- honest outcomes -----------------------------------------------------------------------------
+
+
+class _ThenWait(RetryPolicy):
+    """Two immediate retries, then a wait of 30 s: a goal is then waiting to retry past any
+    shutdown deadline a test sets."""
+
+    __slots__ = ()
+
+    def backoff(self, retry: int) -> float:
+        return 0.0 if retry < 3 else 30.0
+
+
+async def test_a_goal_cut_at_the_shutdown_deadline_may_have_been_delivered(
+    gated_client: MakeClient, gate: Gate, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    df = gated_client(concurrency=2)
+    await df.start()
+    deliveries = [df.track_nowait("v", f"g{i}") for i in range(5)]
+    await until(lambda: gate.waiting == 2)
+    await df.aclose(timeout=0.05)
+    errors = [d.error for d in deliveries]
+    assert all(isinstance(e, ShutdownError) for e in errors)
+    cut = sorted(recorder.names)
+    assert cut == ["g0", "g1"]
+    flags = {d.goal.name: d.error.maybe_delivered for d in deliveries}  # type: ignore[union-attr]
+    # The two whose requests were out may be recorded; the three never sent cannot be.
+    assert flags == {"g0": True, "g1": True, "g2": False, "g3": False, "g4": False}
+    assert len({id(e) for e in errors}) == 5  # each goal its own error
+    lines = [
+        r.getMessage() for r in caplog.records if "shutdown deadline (0.05 s):" in r.getMessage()
+    ]
+    assert len(lines) == 1
+    assert lines[0].startswith("5 goals were still undelivered at the shutdown deadline")
+
+
+async def test_shutdown_error_says_whether_an_earlier_attempt_may_have_arrived(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """Goals waiting to retry at the deadline: one that had a reset earlier may have been
+    recorded; one that only got answers, or was only refused a connection, cannot have been.
+    Each holds a summary of its last error, without a traceback."""
+    script: dict[str, list[object]] = {
+        "reset_then_answered": ["reset", 503, 503],
+        "answered_only": [503, 503, 503],
+        "refused_only": ["refused", "refused", "refused"],
+    }
+
+    def answer(request: Request) -> Response:
+        step = script[json.loads(request.body)["name"]].pop(0)
+        if step == "reset":
+            raise TransportError("the connection was reset")
+        if step == "refused":
+            raise TransportError("connection refused", maybe_delivered=False)
+        assert isinstance(step, int)
+        return error(step, "busy")
+
+    recorder.answer = answer
+    df = make_client(retry=_ThenWait(), concurrency=1)
+    await df.start()
+    deliveries = {name: df.track_nowait("v", name) for name in script}
+    await until(lambda: not any(script.values()))
+    assert df.stats() == Stats(enqueued=3, in_flight=3, retries=6)  # all waiting to retry
+    await df.aclose(timeout=0.05)
+    errors = {name: d.error for name, d in deliveries.items()}
+    assert all(type(e) is ShutdownError for e in errors.values())
+    flags = {name: e.maybe_delivered for name, e in errors.items()}  # type: ignore[union-attr]
+    assert flags == {"reset_then_answered": True, "answered_only": False, "refused_only": False}
+    causes = {name: e.__cause__ for name, e in errors.items()}  # type: ignore[union-attr]
+    assert isinstance(causes["reset_then_answered"], ServerError)
+    assert isinstance(causes["answered_only"], ServerError)
+    assert isinstance(causes["refused_only"], TransportError)
+    assert str(causes["refused_only"]) == "connection refused"
+    for cause in causes.values():
+        assert cause is not None
+        assert cause.__traceback__ is None  # the refusals were raised: summaries have none
+        assert cause.__cause__ is None
+        assert cause.__context__ is None
+
+
+async def test_attempts_that_keep_failing_are_warned_about_even_when_delivered(
+    make_client: MakeClient,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first failed attempt is said at once; the next ones in one line per window,
+    counted by status; the goal is delivered in the end."""
+    clock = [1000.0]
+    monkeypatch.setattr(_reporting, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    answers = [error(503), error(503), error(502), error(503)]
+
+    def answer(request: Request) -> Response:
+        if len(answers) == 1:
+            clock[0] += 31  # the window (30 s) has passed
+        return answers.pop(0) if answers else ok()
+
+    recorder.answer = answer
+    async with make_client() as df:
+        result = await df.track_nowait("v", "signup").wait(5)
+    assert result.event_id == EVENT_ID
+    assert df.stats() == Stats(enqueued=1, delivered=1, retries=4)
+    lines = [r.getMessage() for r in caplog.records if "retried" in r.getMessage()]
+    assert lines == [
+        "an attempt failed and will be retried: 503 x1",
+        "attempts keep failing and are retried: 502 x1, 503 x2 in the last 31 s",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "retried" in r.getMessage())
 
 
 # -- disabled ---------------------------------------------------------------------------------
@@ -741,18 +989,34 @@ def test_a_loop_that_ends_without_aclose_warns_and_settles_the_goals() -> None:
 
 
 async def test_an_unawaited_failed_delivery_never_warns(
-    make_client: MakeClient, recorder: Recorder
+    gated_client: MakeClient, gate: Gate, caplog: pytest.LogCaptureFixture
 ) -> None:
-    recorder.answer = lambda r: error(400)
-    async with make_client() as df:
-        df.track_nowait("v", "x")
-    gc.collect()  # filterwarnings=error turns any "never retrieved" into a failure
+    """A failed goal whose Delivery nobody awaited, or one awaited only until its timeout,
+    is collected without asyncio's "exception was never retrieved" (an ERROR log record of
+    the loop's exception handler, which filterwarnings=error would not catch)."""
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    gate.answer = lambda r: error(400)
+    async with gated_client() as df:
+        unawaited = df.track_nowait("v", "never_awaited")
+        timed_out = df.track_nowait("v", "awaited_until_its_timeout")
+        with pytest.raises(TimeoutError):
+            await timed_out.wait(timeout=0)
+        gate.open.set()
+        assert await df.flush(5)
+    assert isinstance(unawaited.error, BadRequestError)
+    assert isinstance(timed_out.error, BadRequestError)
+    del unawaited, timed_out
+    gc.collect()
+    names = {"never_awaited", "awaited_until_its_timeout"}
+    alive = [o for o in gc.get_objects() if isinstance(o, Delivery) and o.goal.name in names]
+    assert alive == []  # both were collected
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
-async def test_delivery_wait_times_out_without_settling() -> None:
-    gate = Gate()
-    recorder = Recorder(gate)
-    async with DataFast("df_unit_test_key", _transport_factory=recorder.factory) as df:
+async def test_delivery_wait_times_out_without_settling(
+    gated_client: MakeClient, gate: Gate
+) -> None:
+    async with gated_client() as df:
         delivery = df.track_nowait("v", "x")
         with pytest.raises(TimeoutError):
             await delivery.wait(timeout=0.01)
@@ -761,13 +1025,11 @@ async def test_delivery_wait_times_out_without_settling() -> None:
         assert (await delivery.wait(5)).event_id == EVENT_ID
 
 
-async def test_aclose_finishes_inside_a_cancelled_anyio_scope() -> None:
+async def test_aclose_finishes_inside_a_cancelled_anyio_scope(
+    gated_client: MakeClient, recorder: Recorder
+) -> None:
     """anyio's cancellation is level-triggered: every await in a cancelled scope is cancelled."""
-    import anyio
-
-    gate = Gate()
-    recorder = Recorder(gate)
-    df = DataFast("df_unit_test_key", shutdown_timeout=0.2, _transport_factory=recorder.factory)
+    df = gated_client(shutdown_timeout=0.2)
     with anyio.move_on_after(0.05) as scope:
         async with df:
             df.track_nowait("v", "a")

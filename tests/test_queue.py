@@ -87,6 +87,22 @@ def test_goals_waiting_to_retry_count_against_the_bound() -> None:
     assert queue.snapshot().retries == 1
 
 
+async def test_a_goal_that_stops_waiting_to_retry_makes_room_for_a_blocked_track() -> None:
+    """With on_full="block" during an outage, room comes back when a goal waiting to retry
+    is sent again or ends, not only when a queued goal is taken."""
+    queue = GoalQueue(1)
+    first, second = make(2)
+    assert queue.offer(first)
+    assert queue.take() is first
+    queue.park()  # waiting to retry: the queue is full
+    assert not queue.offer(second)
+    room = queue.room_waiter(asyncio.get_running_loop())
+    queue.unpark(retry=False)  # it ended while waiting (the shutdown deadline, say)
+    assert room.done()
+    assert queue.offer(second)
+    assert queue.snapshot() == Stats(enqueued=2, queued=1, in_flight=1)  # not a retry
+
+
 def test_push_front_goes_ahead_of_queued_goals() -> None:
     queue = GoalQueue(10)
     new, old1, old2 = make(3)

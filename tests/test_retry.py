@@ -74,5 +74,16 @@ def test_a_retry_after_beyond_the_limit_fails_the_goal() -> None:
 
 
 def test_transport_errors_use_the_backoff() -> None:
+    """A reset or a refused connection is retried after the backoff; a certificate that does
+    not verify is final."""
     policy = RetryPolicy(initial_delay=1.0, max_delay=1.0)
-    assert 0.0 <= (retry_delay(policy, TransportError("reset"), 1) or 0.0) <= 1.0
+    for error in (
+        TransportError("reset"),
+        TransportError("refused", maybe_delivered=False),
+    ):
+        waits = [retry_delay(policy, error, 1) for _ in range(200)]
+        assert all(wait is not None and 0.0 <= wait <= 1.0 for wait in waits)
+        assert len(set(waits)) > 1  # jittered, as the backoff is
+    assert retry_delay(policy, TransportError("reset"), policy.max_attempts) is None
+    certificate = TransportError("bad certificate", retriable=False, opens_circuit=True)
+    assert retry_delay(policy, certificate, 1) is None
