@@ -324,6 +324,8 @@ class Sender:
             maybe = True
         self._observe(delivery, error, epoch)
         if error.opens_circuit:
+            if not self.circuit.closed:  # the goals refused this way count with those it failed
+                self.circuit.failed_while_open += 1
             self._give_up(delivery, error)
             return
         # A Retry-After holds the whole sender, whether or not this goal is retried.
