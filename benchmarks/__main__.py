@@ -36,8 +36,25 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"total": 200, "rounds": 1, "concurrencies": (8, 32, 64)},
     ),
     "handler": (
-        {"rounds": 3, "warmup": 1.0, "duration": 5.0},
-        {"rounds": 1, "warmup": 0.2, "duration": 0.5},
+        {
+            "rounds": 3,
+            "warmup": 0.5,
+            "duration": 2.0,
+            "every": 10,
+            "every_rounds": 30,
+            "every_warmup": 0.15,
+            "every_duration": 0.5,
+        },
+        {
+            "rounds": 1,
+            "warmup": 0.2,
+            "duration": 0.5,
+            "latencies": (0.05,),
+            "every": 10,
+            "every_rounds": 1,
+            "every_warmup": 0.1,
+            "every_duration": 0.3,
+        },
     ),
     "memory": (
         {"rounds": 5, "count": 10_000, "max_queue_size": 10_000},

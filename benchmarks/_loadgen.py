@@ -7,6 +7,13 @@ window count: it prints one JSON line with their number, the requests per second
 and 99th percentile latency in milliseconds, the errors, and its own CPU share (to show that
 the generator was not the bottleneck).
 
+With several ``--url`` and ``--rounds R``, it measures them interleaved: R rounds of one
+window per URL (warm-up included; each URL has its own ``--connections`` connections, open
+throughout), in an order rotated each round, each after a ``POST`` to every ``--settle-url``;
+it prints ``{"windows": [...]}``, one such result per window with its ``round`` and
+``target`` (the URL's index). Short windows taken in turn see much the same background load,
+which on a shared machine moves more than the difference being measured.
+
 By default each connection is a bare asyncio protocol (on uvloop when installed) that writes
 a prebuilt request and reads ``Content-Length`` answers: about a fifth of the CPU aiohttp's
 client needs per request, which on a 2-core machine is the difference between measuring the
@@ -78,7 +85,7 @@ class _Connection(asyncio.Protocol):
         return await self._waiter
 
 
-async def _bare_worker_factory(url: str) -> Any:
+async def _bare_worker_factory(url: str) -> tuple[Any, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -92,25 +99,19 @@ async def _bare_worker_factory(url: str) -> Any:
         except (OSError, asyncio.TimeoutError):
             return False
 
-    return one
+    def close() -> None:
+        if connection.transport is not None:
+            connection.transport.close()
+
+    return one, close
 
 
-async def load(
-    url: str,
-    connections: int,
-    warmup: float,
-    duration: float,
-    stats_url: str | None,
-    use_aiohttp: bool,
-) -> dict[str, object]:
-    latencies: list[float] = []
-    errors = [0]
-    clock = time.perf_counter
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
-        timeout=aiohttp.ClientTimeout(total=60),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-    ) as session:
+async def _senders(
+    session: aiohttp.ClientSession, url: str, connections: int, use_aiohttp: bool
+) -> tuple[list[Any], list[Any]]:
+    """``connections`` ways to send one request to ``url`` and wait for its answer (each on
+    its own keep-alive connection), and what closes them."""
+    if use_aiohttp:
 
         async def aiohttp_one() -> bool:
             try:
@@ -120,43 +121,53 @@ async def load(
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return False
 
-        if use_aiohttp:
-            senders = [aiohttp_one] * connections
-        else:
-            senders = [await _bare_worker_factory(url) for _ in range(connections)]
-        begin = clock() + warmup
-        end = begin + duration
+        return [aiohttp_one] * connections, []
+    pairs = [await _bare_worker_factory(url) for _ in range(connections)]
+    return [one for one, _ in pairs], [close for _, close in pairs]
 
-        async def worker(send: Any) -> None:
-            while True:
-                start = clock()
-                if start >= end:
-                    return
-                ok = await send()
-                done = clock()
-                if begin <= done < end:
-                    if ok:
-                        latencies.append(done - start)
-                    else:
-                        errors[0] += 1
 
-        async def snapshot(at: float) -> Any:
-            # The server's own counters at the window's edges (its CPU time, the SDK's stats),
-            # on a connection of their own, opened before the window.
-            if stats_url is None:
-                return None
-            async with aiohttp.ClientSession() as own:
-                async with own.get(stats_url) as response:
-                    await response.read()
-                await asyncio.sleep(max(0.0, at - clock()))
-                async with own.get(stats_url) as response:
-                    return await response.json()
+async def _window(
+    senders: list[Any],
+    warmup: float,
+    duration: float,
+    stats: aiohttp.ClientSession,
+    stats_url: str | None,
+) -> dict[str, Any]:
+    """One closed-loop window: every sender sends, one request at a time, for ``warmup`` then
+    ``duration`` seconds; requests completed inside the measured part count."""
+    latencies: list[float] = []
+    errors = [0]
+    clock = time.perf_counter
+    begin = clock() + warmup
+    end = begin + duration
 
-        cpu = time.process_time()
-        edges = asyncio.gather(snapshot(begin), snapshot(end))
-        await asyncio.gather(*(worker(send) for send in senders))
-        first, last = await edges
-        cpu = time.process_time() - cpu
+    async def worker(send: Any) -> None:
+        while True:
+            start = clock()
+            if start >= end:
+                return
+            ok = await send()
+            done = clock()
+            if begin <= done < end:
+                if ok:
+                    latencies.append(done - start)
+                else:
+                    errors[0] += 1
+
+    async def snapshot(at: float) -> Any:
+        # The server's own counters at the window's edges (its CPU time, the senders'
+        # stats), on a connection of their own.
+        if stats_url is None:
+            return None
+        await asyncio.sleep(max(0.0, at - clock()))
+        async with stats.get(stats_url) as response:
+            return await response.json()
+
+    cpu = time.process_time()
+    edges = asyncio.gather(snapshot(begin), snapshot(end))
+    await asyncio.gather(*(worker(send) for send in senders))
+    first, last = await edges
+    cpu = time.process_time() - cpu
     latencies.sort()
     return {
         "requests": len(latencies),
@@ -169,19 +180,134 @@ async def load(
     }
 
 
+async def _warm(stats: aiohttp.ClientSession, urls: list[str | None]) -> None:
+    """Open a stats connection to each app before any window."""
+    for url in urls:
+        if url is not None:
+            async with stats.get(url) as response:
+                await response.read()
+
+
+async def load(
+    url: str,
+    connections: int,
+    warmup: float,
+    duration: float,
+    stats_url: str | None,
+    use_aiohttp: bool,
+) -> dict[str, Any]:
+    """One window against one URL."""
+    async with _session(connections) as session, _stats_session() as stats:
+        await _warm(stats, [stats_url])
+        senders, closers = await _senders(session, url, connections, use_aiohttp)
+        try:
+            return await _window(senders, warmup, duration, stats, stats_url)
+        finally:
+            for close in closers:
+                close()
+
+
+async def load_interleaved(
+    urls: list[str],
+    stats_urls: list[str | None],
+    settle_urls: list[str],
+    rounds: int,
+    connections: int,
+    warmup: float,
+    duration: float,
+    use_aiohttp: bool,
+) -> dict[str, Any]:
+    """``rounds`` rounds of one window per URL, in an order rotated each round, on
+    connections kept open throughout; before each window, a ``POST`` to every settle URL
+    (e.g. the apps' ``/__drain``), so that what one window left behind is done before the
+    next one starts."""
+    windows: list[dict[str, Any]] = []
+    closers: list[Any] = []
+    async with _session(connections * len(urls)) as session, _stats_session() as stats:
+        try:
+            await _warm(stats, stats_urls)
+            pools = []
+            for url in urls:
+                senders, closing = await _senders(session, url, connections, use_aiohttp)
+                pools.append(senders)
+                closers += closing
+            targets = list(range(len(urls)))
+            for index in range(rounds):
+                shift = index % len(urls)
+                for target in targets[shift:] + targets[:shift]:
+                    for settle in settle_urls:
+                        async with stats.post(settle) as response:
+                            await response.read()
+                    window = await _window(
+                        pools[target], warmup, duration, stats, stats_urls[target]
+                    )
+                    window["round"] = index
+                    window["target"] = target
+                    windows.append(window)
+        finally:
+            for close in closers:
+                close()
+    return {"windows": windows}
+
+
+def _session(connections: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
+        timeout=aiohttp.ClientTimeout(total=60),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+    )
+
+
+def _stats_session() -> aiohttp.ClientSession:
+    # Two per host: the window's two edges may overlap a settle or each other.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit_per_host=2), timeout=aiohttp.ClientTimeout(total=60)
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, action="append", help="repeat: interleaved")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--stats-url", help="a JSON endpoint read when the window opens and closes")
+    parser.add_argument(
+        "--stats-url",
+        action="append",
+        help="a JSON endpoint read when the window opens and closes (one per --url)",
+    )
+    parser.add_argument(
+        "--settle-url", action="append", default=[], help="POSTed before each window"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="interleave: this many rounds of one window per --url"
+    )
     parser.add_argument("--aiohttp", action="store_true", help="use aiohttp's client")
     args = parser.parse_args()
+    stats_urls: list[str | None] = list(args.stats_url or [])
+    if stats_urls and len(stats_urls) != len(args.url):
+        parser.error("give one --stats-url per --url, or none")
+    if not stats_urls:
+        stats_urls = [None] * len(args.url)
     print(json.dumps({"ready": True}), flush=True)
-    coroutine = load(
-        args.url, args.connections, args.warmup, args.duration, args.stats_url, args.aiohttp
-    )
+    coroutine: Any
+    if args.rounds is None:
+        if len(args.url) != 1:
+            parser.error("several --url need --rounds")
+        coroutine = load(
+            args.url[0], args.connections, args.warmup, args.duration, stats_urls[0], args.aiohttp
+        )
+    else:
+        coroutine = load_interleaved(
+            args.url,
+            stats_urls,
+            args.settle_url,
+            args.rounds,
+            args.connections,
+            args.warmup,
+            args.duration,
+            args.aiohttp,
+        )
     try:
         import uvloop
     except ImportError:
