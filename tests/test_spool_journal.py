@@ -365,6 +365,41 @@ def test_the_writer_thread_writes_and_fsyncs_off_the_calling_thread(
     again.close()
 
 
+def test_close_waits_for_a_hung_write_no_longer_than_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    j = Journal(tmp_path, NS, write_interval=0.001)
+    j.open()
+    ours = {segment.held.fd for segment in j._segments}
+    writing, go_on = threading.Event(), threading.Event()
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if fd in ours:
+            writing.set()
+            go_on.wait(10.0)  # a disk that hangs (bounded, for the test)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    goal_id = j.new_id()
+    j.append(goal_id, GOALS, body(1))
+    assert writing.wait(5.0)
+    started = time.monotonic()
+    assert not j.close(timeout=0.05)
+    assert time.monotonic() - started < 5.0
+    assert spool_warnings(caplog) == [
+        f"the spool writer is still busy after 0.1 s: its files in {tmp_path} stay locked "
+        "until close() is called again or the process exits"
+    ]
+    assert j.append(j.new_id(), GOALS, body(2)) is Append.MEMORY_ONLY
+
+    go_on.set()
+    assert j.close(timeout=5.0)  # the disk came back: this one finishes the job
+    again = journal(tmp_path)
+    assert [r.id for r in again.open().records] == [goal_id]
+    again.close()
+
+
 async def test_append_and_ack_never_block_the_event_loop(tmp_path: Path) -> None:
     j = journal(tmp_path)
     j.open()

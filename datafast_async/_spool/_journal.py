@@ -499,34 +499,37 @@ class Journal:
         acknowledged, and let go of the others (unlocked) for the next start. Idempotent.
 
         Returns ``True`` if every goal accepted is on disk or acknowledged; ``False`` (after
-        one ERROR line) if some could not be written, or the writer did not stop within
-        ``timeout`` seconds (its files then stay locked until the process exits).
+        one ERROR line) if some could not be written, or if the writer was still busy (a
+        write that hangs) after ``timeout`` seconds: its files then stay locked until a later
+        ``close`` finishes the job or the process exits.
         """
         deadline = time.monotonic() + timeout
         with self._lock:
             state = self._state
-            if state in (_State.CLOSED, _State.ABANDONED, _State.CLOSING):
+            if state in (_State.CLOSED, _State.ABANDONED):
                 return True
-            self._state = _State.CLOSING if state is _State.OPEN else _State.CLOSED
-        if state is not _State.OPEN:
-            return True
+            if state in (_State.NEW, _State.DISABLED):
+                self._state = _State.CLOSED
+                return True
+            self._state = _State.CLOSING  # appends answer MEMORY_ONLY from now on
         thread = self._thread
         if thread is not None:
             self._stopping = True
             self._wake.set()
             thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                logger.error(
-                    "the spool writer did not finish within %.1f s; its files in %s stay "
-                    "locked until the process exits",
-                    timeout,
-                    self._directory,
-                )
-                return False
-        if not self._step_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            logger.error("the spool at %s could not be closed in time", self._directory)
+        if (thread is not None and thread.is_alive()) or not self._step_lock.acquire(
+            timeout=max(0.0, deadline - time.monotonic())
+        ):
+            logger.error(
+                "the spool writer is still busy after %.1f s: its files in %s stay locked "
+                "until close() is called again or the process exits",
+                timeout,
+                self._directory,
+            )
             return False
         try:
+            if self._state is _State.CLOSED:  # another close() finished meanwhile
+                return True
             return self._finish()
         finally:
             self._step_lock.release()
