@@ -22,7 +22,7 @@ import pytest
 from blockbuster import blockbuster_ctx
 
 from datafast_async import ConfigurationError
-from datafast_async._spool import Append, Journal, _ownership, namespace
+from datafast_async._spool import Append, Journal, _journal, _ownership, namespace
 
 GOALS = "/api/v1/goals"
 NS = "df-0badc0de"
@@ -650,6 +650,39 @@ def test_a_write_cut_short_by_a_full_disk_is_finished_not_torn(
     adoption = again.open()
     assert [r.id for r in adoption.records] == ids
     assert adoption.damaged == 0
+    again.close()
+
+
+def test_a_bug_in_a_writer_step_is_logged_once_counted_and_the_next_step_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def broken(held: object) -> bool:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug")
+
+    j = journal(tmp_path)
+    j.open()
+    real = _journal.still_ours
+    monkeypatch.setattr(_journal, "still_ours", broken)
+    ids = append_all(j, 2)
+    assert not j.flush()
+    assert not j.flush()
+    assert calls == 2
+    assert j.faults == {"internal": 2, "write": 1}
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "the spool writer failed unexpectedly (said once a minute)"
+    ]
+    assert errors[0].exc_info is not None
+
+    monkeypatch.setattr(_journal, "still_ours", real)
+    assert j.flush()
+    crash(j)
+    again = journal(tmp_path)
+    assert [r.id for r in again.open().records] == ids
     again.close()
 
 

@@ -203,6 +203,7 @@ class Journal:
         self._dir_dirty = False
         self._write_error: OSError | None = None
         self._sync_failing = False
+        self._internal_logged_at: float | None = None
         self._segment_counter = itertools.count()
         self._last_segment_ns = 0
         self._thread: threading.Thread | None = None
@@ -281,7 +282,7 @@ class Journal:
         if quoted is None:
             quoted = self._paths[path] = quote_path(path)
         check_id(goal_id)
-        if 10 in body:  # b"\\n" (an int: memchr, ten times faster than a bytes needle)
+        if 10 in body:  # b"\n" as an int: memchr, ten times faster than a bytes needle
             raise ValueError("a journaled body is JSON on one line (it holds a newline)")
         line = record_line(goal_id, quoted, time.time(), body)
         reserve = ACK_RESERVE_BASE + len(goal_id)
@@ -628,8 +629,11 @@ class Journal:
                 self._sync()
                 self._retry_doomed()
         except Exception:  # a bug must not stop the writer: say it, count it, go on
-            logger.exception("the spool writer failed unexpectedly")
             self._fault("internal")
+            now = time.monotonic()
+            if self._internal_logged_at is None or now - self._internal_logged_at > 60.0:
+                self._internal_logged_at = now
+                logger.exception("the spool writer failed unexpectedly (said once a minute)")
             ok = False
         self._set_failing(not ok)
         return ok
