@@ -412,7 +412,7 @@ class Journal:
 
     def _take(self, adopted: Adopted) -> None:
         segment = _Segment(adopted.held, adopted.size, len(adopted.pending), len(adopted.pending))
-        if not adopted.ends_clean:  # a torn last line: what is appended starts a new line
+        if not adopted.ends_clean:  # its last record lacks its newline: add it first
             segment.out += b"\n"
             segment.size += 1
         self._segments.append(segment)
