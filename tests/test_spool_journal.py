@@ -456,6 +456,29 @@ def test_a_torn_last_record_is_skipped_once_counted_and_the_file_stays_usable(
     assert files(tmp_path) == []
 
 
+def test_a_whole_last_record_without_its_newline_is_kept_and_what_follows_starts_a_line(
+    tmp_path: Path,
+) -> None:
+    j = journal(tmp_path)
+    j.open()
+    ids = append_all(j, 2)
+    assert j.flush()
+    (path,) = files(tmp_path)
+    crash(j)
+    path.write_bytes(path.read_bytes()[:-1])  # the crash came just before the last newline
+
+    again = journal(tmp_path)
+    assert [r.id for r in again.open().records] == ids
+    assert again.faults == {}
+    assert again.ack(ids[1], "delivered")
+    assert again.flush()
+    crash(again)
+    third = journal(tmp_path)
+    assert [r.id for r in third.open().records] == ids[:1]
+    assert third.faults == {}
+    third.close()
+
+
 def test_garbage_lines_and_unknown_acknowledgements_are_skipped_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
