@@ -1,0 +1,28 @@
+"""The durable spool: a journal on disk of every accepted request, until it settles.
+
+- ``_records``: the format (JSON Lines: goal records and acknowledgements) and reading it.
+- ``_ownership``: namespaces, ``flock`` ownership of files, taking over orphaned files
+  (``adopt``), and looking at a directory (``inspect``, for the command line).
+- ``_journal``: ``Journal``, the writer one client owns: ``append``/``ack`` from the event
+  loop, a writer thread that writes, fsyncs, rotates and deletes files, the size cap, and the
+  spool's own faults.
+
+Nothing here imports the client, the run or the sender; the sender calls ``append`` when it
+accepts a goal and ``ack`` at its single give-up point. POSIX only (``fcntl.flock``).
+"""
+
+from ._journal import Append, Journal
+from ._ownership import Adoption, FileInfo, adopt, available, inspect, namespace
+from ._records import Record
+
+__all__ = [
+    "Adoption",
+    "Append",
+    "FileInfo",
+    "Journal",
+    "Record",
+    "adopt",
+    "available",
+    "inspect",
+    "namespace",
+]
