@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, ClassVar
 
@@ -12,7 +13,8 @@ import blockbuster.blockbuster
 import pytest
 from blockbuster import BlockingError, blockbuster_ctx
 
-from datafast_async import DataFast, RetryPolicy
+from datafast_async import DataFast, RetryPolicy, Stats
+from datafast_async._delivery import Delivery
 from datafast_async._transport import MockTransport, Request, Response
 
 NO_WAIT = RetryPolicy(max_attempts=6, initial_delay=0.0, max_delay=0.0)
@@ -128,3 +130,28 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     seen, _Blocked.seen[:] = list(_Blocked.seen), []
     assert not seen, f"blocking calls in the event loop: {seen}"
+
+
+# -- accounting ------------------------------------------------------------------------------
+
+
+def balances(stats: Stats) -> bool:
+    """The ledger's invariant: every accepted goal is delivered, failed, queued or in flight
+    (or, with a spool, held on disk)."""
+    held = stats.queued + stats.in_flight + getattr(stats, "spooled", 0)
+    return stats.enqueued == stats.delivered + stats.failed + held
+
+
+@pytest.fixture
+def settle_counts(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
+    """How many times each ``Delivery`` was settled (by ``id``; keep the deliveries alive):
+    the first call wins and later ones are silently ignored, so only a count shows them."""
+    counts: Counter[int] = Counter()
+    settle = Delivery._settle
+
+    def counting(self: Delivery, outcome: Any) -> bool:
+        counts[id(self)] += 1
+        return settle(self, outcome)
+
+    monkeypatch.setattr(Delivery, "_settle", counting)
+    return counts
