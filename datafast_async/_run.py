@@ -65,10 +65,9 @@ class Run:
         self.final_stats: Stats | None = None
         self.orphaned = False
         self.warned = False
-
-    @property
-    def bound(self) -> bool:
-        return self.state is not RunState.NEW
+        #: Whether ``bind`` gave it a loop and its parts: a run that aclose() closed before it
+        #: ever started has none of them.
+        self.bound = False
 
     def bind(
         self,
@@ -82,6 +81,7 @@ class Run:
         self.transport = transport
         self.reporter = reporter
         self.sender = make_sender(self)
+        self.bound = True
         self.state = RunState.RUNNING
         self.intake = loop
         self.sender.start()
