@@ -110,10 +110,10 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     loops with ``asyncio.run`` too). Its testing package is left out of the scan:
     ``ThreadedFakeDataFast`` runs its own loop on a thread and shares its lock with the test's
     thread; it is scaffolding, not the SDK. A logging handler's own writes are allowed: where
-    the SDK's log lines go (pytest's log file handler, here) is the application's choice. The
-    queue's lock is allowed too, in the methods that other threads share with the loop:
-    ``track_nowait`` may be called from any thread, and each holds it for a few operations,
-    never for I/O.
+    the SDK's log lines go (pytest's log file handler, here) is the application's choice, and
+    so is Hypothesis's tracing of every line after a failure (to explain it). The queue's lock
+    is allowed too, in the methods that other threads share with the loop: ``track_nowait``
+    may be called from any thread, and each holds it for a few operations, never for I/O.
     Every such error is also recorded, so that one the SDK caught and logged still fails the
     test.
     """
@@ -124,6 +124,8 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ) as buster:
         for function in buster.functions.values():
             function.can_block_in("logging/__init__.py", {"emit", "flush"})
+            # Hypothesis's explain phase traces every line after a failure, ours included.
+            function.can_block_in("hypothesis/internal/scrutineer.py", {"trace", "trace_line"})
         buster.functions["threading.Lock.acquire"].can_block_in(
             "datafast_async/_queue.py", {"offer", "record_drop", "take", "unpark", "finish"}
         )
