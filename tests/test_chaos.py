@@ -104,12 +104,18 @@ class ChaosServer:
         self.recorded: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.on_request: list[Any] = []  # checks to run while a request is out
+        self.requests = 0
 
     async def __call__(self, request: Request) -> Response:
         visitor = json.loads(request.body)["datafast_visitor_id"]
         for check in self.on_request:
             check()
-        kind = self.random.choices(self.kinds, self.weights)[0]
+        self.requests += 1
+        # The 1,000th request meets a portal whatever the dice say: the circuit opens at least
+        # once per run.
+        kind = (
+            "portal" if self.requests == 1_000 else self.random.choices(self.kinds, self.weights)[0]
+        )
         self.attempts[visitor].append(kind)
         self.faults[kind] += 1
         # Answers come back out of order: each takes 0 to 2 turns of the loop.
@@ -298,8 +304,10 @@ async def test_every_goal_ends_once_through_every_kind_of_fault(
 
     openings = circuit_lines(caplog, "every request would fail")
     closings = circuit_lines(caplog, "DataFast answered the probe")
-    assert openings == server.faults["portal"] > 0
-    assert closings == openings
+    # Each portal answer opens the circuit, but one that a probe gets (it opens again for
+    # longer) or that arrives while it is open; the last opening may still be open at the end.
+    assert 1 <= openings <= server.faults["portal"]
+    assert openings - 1 <= closings <= openings
     print(
         f"\nchaos seed={seed}: {goals} goals, {sent} attempts, {final.retries} retries; "
         f"delivered {final.delivered}, failed {final.failed} ({by_circuit} by the open "
@@ -325,8 +333,10 @@ SOCKET_WEIGHTS = {
 }
 SOCKET_LOST = {"disconnect-lost", "slow-lost"}
 SOCKET_RETRIABLE = {"5xx", "429", "disconnect", "disconnect-lost", "slow", "slow-lost"}
-CLIENT_TIMEOUT = 0.2
-SLOW = 0.6  # seconds a slow answer takes: three times the client's timeout
+# A normal answer takes a millisecond; on a loaded machine much more, so the client's timeout
+# leaves room for it: an answer taken for lost that was not would break the bookkeeping.
+CLIENT_TIMEOUT = 0.5
+SLOW = 1.0  # seconds a slow answer takes: twice the client's timeout
 
 
 class SocketChaosServer:
