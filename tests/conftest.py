@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -144,10 +145,11 @@ def balances(stats: Stats) -> bool:
     return stats.enqueued == stats.delivered + stats.failed + held
 
 
-@pytest.fixture
-def settle_counts(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """How many times each ``Delivery`` was settled (by ``id``; keep the deliveries alive):
-    the first call wins and later ones are silently ignored, so only a count shows them."""
+@contextlib.contextmanager
+def counting_settles() -> Iterator[Counter[int]]:
+    """How many times each ``Delivery`` was settled while the block runs (by ``id``; keep the
+    deliveries alive): the first call wins and later ones are silently ignored, so only a
+    count shows them."""
     counts: Counter[int] = Counter()
     settle = Delivery._settle
 
@@ -155,5 +157,15 @@ def settle_counts(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
         counts[id(self)] += 1
         return settle(self, outcome)
 
-    monkeypatch.setattr(Delivery, "_settle", counting)
-    return counts
+    Delivery._settle = counting  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        Delivery._settle = settle  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def settle_counts() -> Iterator[Counter[int]]:
+    """``counting_settles()`` for the whole test."""
+    with counting_settles() as counts:
+        yield counts

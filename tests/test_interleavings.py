@@ -39,28 +39,11 @@ from datafast_async import (
 from datafast_async._delivery import Delivery
 from datafast_async._transport import MockTransport, Request, Response
 
-from .conftest import balances, error, ok, until
+from .conftest import balances, counting_settles, error, ok, until
 
 MAX_QUEUE = 3
 POLICY = RetryPolicy(max_attempts=3, initial_delay=0.0, max_delay=0.0)
 KINDS = ("ok", "503", "reset", "refused", "slow")
-
-
-@contextlib.contextmanager
-def counting_settles() -> Iterator[Counter[int]]:
-    """How many times each ``Delivery`` was settled (by ``id``), while the block runs."""
-    counts: Counter[int] = Counter()
-    settle = Delivery._settle
-
-    def counting(self: Delivery, outcome: Any) -> bool:
-        counts[id(self)] += 1
-        return settle(self, outcome)
-
-    Delivery._settle = counting  # type: ignore[method-assign]
-    try:
-        yield counts
-    finally:
-        Delivery._settle = settle  # type: ignore[method-assign]
 
 
 class ScriptedAPI:
