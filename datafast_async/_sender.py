@@ -441,20 +441,24 @@ class Sender:
         cause = circuit.error
         if cause is None:
             return False
-        doomed: list[Delivery] = []
+        doomed: list[tuple[Delivery, bool]] = []
         while self._ready and len(doomed) < _CHUNK:
-            doomed.append(self._ready.popleft()[0])
+            item = self._ready.popleft()
+            doomed.append((item[0], item[3]))
             queue.unpark(retry=False)
         while self._heap and len(doomed) < _CHUNK:
-            doomed.append(heapq.heappop(self._heap)[2][0])
+            item = heapq.heappop(self._heap)[2]
+            doomed.append((item[0], item[3]))
             queue.unpark(retry=False)
         while len(doomed) < _CHUNK:
             taken = queue.take()
             if taken is None:
                 break
-            doomed.append(taken)
-        for delivery in doomed:
-            self._give_up(delivery, own_copy(cause))
+            doomed.append((taken, False))
+        for delivery, maybe in doomed:
+            error = own_copy(cause)
+            error.maybe_delivered = maybe  # this goal's own, not the cause's
+            self._give_up(delivery, error)
         circuit.failed_while_open += len(doomed)
         return bool(doomed)
 
@@ -554,8 +558,9 @@ def _shutdown_error(
 
 
 def _with_flag(error: DataFastError, maybe: bool) -> DataFastError:
-    """The final error; a ``TransportError`` says whether any attempt may have arrived."""
-    if isinstance(error, TransportError) and maybe and not error.maybe_delivered:
+    """The final error, saying whether any attempt of the goal may have arrived (an error of
+    one goal's own: the flag is the goal's)."""
+    if maybe and not error.maybe_delivered:
         error.maybe_delivered = True
     return error
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, ClassVar
 
+import blockbuster.blockbuster
 import pytest
+from blockbuster import BlockingError, blockbuster_ctx
 
-from datafast_async import DataFast, RetryPolicy
+from datafast_async import DataFast, RetryPolicy, Stats
+from datafast_async._delivery import Delivery
 from datafast_async._transport import MockTransport, Request, Response
 
 NO_WAIT = RetryPolicy(max_attempts=6, initial_delay=0.0, max_delay=0.0)
@@ -79,3 +85,87 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0)
+
+
+# -- no blocking call in the event loop ------------------------------------------------------
+
+
+class _Blocked(BlockingError):
+    """blockbuster's error, also recorded: the SDK may catch it (a callback's or a transport's
+    exception is logged, not raised), and the test must fail all the same."""
+
+    seen: ClassVar[list[str]] = []
+
+    def __init__(self, func: str) -> None:
+        super().__init__(func)
+        self.seen.append(f"{func} in thread {threading.current_thread().name}")
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail a test when the SDK makes a blocking call in a running event loop.
+
+    blockbuster patches the blocking functions (``time.sleep``, file and socket I/O, a
+    ``threading.Lock`` held elsewhere, ...) and raises ``BlockingError`` when one is called in
+    a running loop with a ``datafast_async`` frame on the stack, in any thread (sync tests run
+    loops with ``asyncio.run`` too). Its testing package is left out of the scan:
+    ``ThreadedFakeDataFast`` runs its own loop on a thread and shares its lock with the test's
+    thread; it is scaffolding, not the SDK. A logging handler's own writes are allowed: where
+    the SDK's log lines go (pytest's log file handler, here) is the application's choice, and
+    so is Hypothesis's tracing of every line after a failure (to explain it). The queue's lock
+    is allowed too, in the methods that other threads share with the loop: ``track_nowait``
+    may be called from any thread, and each holds it for a few operations, never for I/O.
+    Every such error is also recorded, so that one the SDK caught and logged still fails the
+    test.
+    """
+    monkeypatch.setattr(blockbuster.blockbuster, "BlockingError", _Blocked)
+    _Blocked.seen.clear()
+    with blockbuster_ctx(
+        scanned_modules=["datafast_async"], excluded_modules=["datafast_async.testing"]
+    ) as buster:
+        for function in buster.functions.values():
+            function.can_block_in("logging/__init__.py", {"emit", "flush"})
+            # Hypothesis's explain phase traces every line after a failure, ours included.
+            function.can_block_in("hypothesis/internal/scrutineer.py", {"trace", "trace_line"})
+        buster.functions["threading.Lock.acquire"].can_block_in(
+            "datafast_async/_queue.py", {"offer", "record_drop", "take", "unpark", "finish"}
+        )
+        yield
+    seen, _Blocked.seen[:] = list(_Blocked.seen), []
+    assert not seen, f"blocking calls in the event loop: {seen}"
+
+
+# -- accounting ------------------------------------------------------------------------------
+
+
+def balances(stats: Stats) -> bool:
+    """The ledger's invariant: every accepted goal is delivered, failed, queued or in flight
+    (or, with a spool, held on disk)."""
+    held = stats.queued + stats.in_flight + getattr(stats, "spooled", 0)
+    return stats.enqueued == stats.delivered + stats.failed + held
+
+
+@contextlib.contextmanager
+def counting_settles() -> Iterator[Counter[int]]:
+    """How many times each ``Delivery`` was settled while the block runs (by ``id``; keep the
+    deliveries alive): the first call wins and later ones are silently ignored, so only a
+    count shows them."""
+    counts: Counter[int] = Counter()
+    settle = Delivery._settle
+
+    def counting(self: Delivery, outcome: Any) -> bool:
+        counts[id(self)] += 1
+        return settle(self, outcome)
+
+    Delivery._settle = counting  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        Delivery._settle = settle  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def settle_counts() -> Iterator[Counter[int]]:
+    """``counting_settles()`` for the whole test."""
+    with counting_settles() as counts:
+        yield counts

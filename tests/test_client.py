@@ -1037,3 +1037,30 @@ async def test_aclose_finishes_inside_a_cancelled_anyio_scope(
     assert scope.cancelled_caught
     assert df.stats() == Stats(enqueued=1, failed=1)
     assert recorder.transports[0].closed
+
+
+async def test_any_final_error_says_whether_an_earlier_attempt_may_have_arrived(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """A goal reset once, then refused for good (400), may still be recorded: its final
+    APIError says so; one that only got answers says it was not."""
+    script: dict[str, list[object]] = {
+        "reset_then_refused": ["reset", 400],
+        "busy_then_refused": [503, 400],
+        "refused": [400],
+    }
+
+    def answer(request: Request) -> Response:
+        step = script[json.loads(request.body)["name"]].pop(0)
+        if step == "reset":
+            raise TransportError("the connection was reset")
+        assert isinstance(step, int)
+        return error(step, "nope")
+
+    recorder.answer = answer
+    async with make_client() as df:
+        deliveries = {name: df.track_nowait("v", name) for name in script}
+        assert await df.flush(5)
+    flags = {name: d.error.maybe_delivered for name, d in deliveries.items()}  # type: ignore[union-attr]
+    assert flags == {"reset_then_refused": True, "busy_then_refused": False, "refused": False}
+    assert all(isinstance(d.error, BadRequestError) for d in deliveries.values())

@@ -8,6 +8,7 @@ journal's descriptors are closed (which releases their ``flock`` locks) and noth
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -401,20 +402,21 @@ def test_close_waits_for_a_hung_write_no_longer_than_its_timeout(
 
 
 async def test_append_and_ack_never_block_the_event_loop(tmp_path: Path) -> None:
-    j = journal(tmp_path)
-    j.open()
+    # Building and opening the journal do file I/O: the client does both in a thread.
+    j = await asyncio.to_thread(journal, tmp_path)
+    await asyncio.to_thread(j.open)
     with blockbuster_ctx():
         ids = [j.new_id() for _ in range(200)]
         for n, goal_id in enumerate(ids):
             assert j.append(goal_id, GOALS, body(n))
         for goal_id in ids[:100]:
             assert j.ack(goal_id, "delivered")
-    assert j.flush()
+    assert await asyncio.to_thread(j.flush)
     with blockbuster_ctx():
         for goal_id in ids[100:]:
             assert j.ack(goal_id, "delivered")  # written already: an acknowledgement
     assert j.faults == {}
-    assert j.close()
+    assert await asyncio.to_thread(j.close)
     assert files(tmp_path) == []
 
 
