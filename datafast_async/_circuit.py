@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 
-from ._errors import DataFastError
+from ._errors import DataFastError, own_copy
 from ._reporting import logger
 from ._retry import RetryPolicy
 
@@ -86,14 +86,24 @@ class Circuit:
                 self._cooldown,
                 extra=_EVENT,
             )
-        self.error = error
+        # Its own copy, detached: the goals failed while open get copies whose cause is this,
+        # never the instance a caller may have awaited (and so chained frames onto).
+        self.error = own_copy(error)
+        self.error.__cause__ = None
         self._reopen()
 
     def probe_unanswered(self, token: object) -> None:
-        """The probe got no answer of DataFast's (a network error, a 5xx, a 429), or was cut:
-        open again for the same cool-down."""
+        """The probe got no answer of DataFast's (a network error, a 5xx, a 429): open again
+        for the same cool-down."""
         if self.probe is token and self.state is CircuitState.HALF_OPEN:
             self._reopen()
+
+    def probe_dropped(self, token: object) -> None:
+        """The probe was dropped before any answer (its caller cancelled, its worker cut or
+        dead): nothing was learnt, so the next request probes at once."""
+        if self.probe is token and self.state is CircuitState.HALF_OPEN:
+            self.probe = None
+            self._wake()
 
     def answered(self, token: object) -> None:
         """DataFast answered a request: if it was the probe, the circuit closes."""

@@ -237,6 +237,7 @@ class Sender:
         item = self._current[index]
         self._current[index] = None
         if item is not None:
+            self.circuit.probe_dropped(item[0])
             self._give_up(item[0], _internal_error("a sender worker died", exc))
         if self._stopping:
             return
@@ -266,6 +267,8 @@ class Sender:
         if self._close_deadline is not None:
             held = self._current[index]
             self._current[index] = None
+            if held is not None:
+                self.circuit.probe_dropped(held[0])  # sent again below, by any worker
             if held is not None and self._queue.is_active(held[0]):
                 # Its request was cut without an answer: send it again, as after a reset.
                 self._queue.park()
@@ -464,13 +467,20 @@ class Sender:
 
     # -- send(): the caller's own request, sharing the limit, the pause and the circuit ---
 
-    async def _attempt(self, body: bytes) -> tuple[bytes | DataFastError, int]:
+    async def _attempt(
+        self, body: bytes, token: object
+    ) -> tuple[bytes | DataFastError | None, int]:
         """One request of ``send()``'s, ahead of the queue's goals for the next free slot:
         the API's success body or the error it ended with, and the limiter's epoch it was
-        sent in."""
+        sent in; ``None`` when the circuit opened while it waited for a slot (no request)."""
         limiter = self._limiter
         if not limiter.try_acquire():
             await limiter.acquire(first=True)
+            circuit = self.circuit
+            if circuit.state is not _CLOSED and circuit.probe is not token:
+                # The circuit opened while this call waited for a slot: no request.
+                limiter.release()
+                return None, limiter.epoch
         epoch = limiter.epoch
         try:
             status, raw, reason, headers = await self._transport.send(body)
@@ -508,7 +518,9 @@ class Sender:
             while True:
                 if circuit.state is not _CLOSED:
                     await self._send_past_the_circuit(token)
-                outcome, epoch = await self._attempt(body)
+                outcome, epoch = await self._attempt(body, token)
+                if outcome is None:
+                    continue  # the circuit opened meanwhile: raise its error, or probe
                 if isinstance(outcome, bytes):
                     if circuit.probe is token:
                         self._answered(token)
@@ -532,8 +544,8 @@ class Sender:
                     raise _shutdown_error(outcome, maybe)
                 attempt += 1
         finally:
-            if circuit.probe is token:  # cut while it probed: another request probes
-                circuit.probe_unanswered(token)
+            if circuit.probe is token:  # cut while it probed: another request probes at once
+                circuit.probe_dropped(token)
 
 
 def _is_congestion(error: DataFastError) -> bool:

@@ -109,12 +109,19 @@ async def test_an_answer_every_request_would_get_fails_every_goal_for_a_handful_
     assert len({str(e) for e in errors}) == 1
     assert len({id(e) for e in errors}) == 5000  # each goal its own instance
     # The goals that were answered hold their own answer's error; every other goal holds a
-    # copy whose cause is the answer that opened the circuit (one of the former).
+    # copy whose cause is the circuit's copy of the answer that opened it: one shared cause,
+    # detached (no traceback, no cause of its own), and no goal's own instance, so awaiting a
+    # goal never chains frames onto another's error.
     copies = [e for e in errors if e is not None and e.__cause__ is not None]
     assert len(copies) == 5000 - requests
     causes = {id(e.__cause__) for e in copies}
     assert len(causes) == 1
-    assert any(e is copies[0].__cause__ for e in errors)
+    shared = copies[0].__cause__
+    assert shared is not None
+    assert not any(e is shared for e in errors)
+    assert (type(shared), str(shared)) == (type(errors[0]), str(errors[0]))
+    assert shared.__traceback__ is None
+    assert shared.__cause__ is None
     assert all(e.__traceback__ is None for e in copies)
 
     lines = circuit_lines(caplog)
@@ -171,10 +178,12 @@ async def test_send_raises_the_open_circuits_error_without_a_request(
             await late.wait(5)
     assert recorder.names == ["opener"]
     assert info.value is not opener.error
-    assert info.value.__cause__ is opener.error
     assert late.error is not opener.error
     assert late.error is not None
-    assert late.error.__cause__ is opener.error
+    # Both copies share one cause: the circuit's detached copy of the opener's answer.
+    assert info.value.__cause__ is late.error.__cause__
+    assert info.value.__cause__ is not opener.error
+    assert str(info.value.__cause__) == str(opener.error)
     assert df.stats() == Stats(enqueued=2, failed=2)
 
 
@@ -283,3 +292,88 @@ async def test_datafasts_own_404_does_not_open_the_circuit(
     assert all(isinstance(d.error, VisitorNotFoundError) for d in deliveries)
     assert all(d.error is not None and d.error.__cause__ is None for d in deliveries)
     assert circuit_lines(caplog) == []
+
+
+# -- found in review: the probe and send() --------------------------------------------------------
+
+
+async def test_a_storm_of_sends_with_a_refused_key_costs_a_handful_of_requests(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """Sends waiting for a slot when the circuit opens raise its error without a request."""
+    release = asyncio.Event()
+
+    async def refused(request: Request) -> Response:
+        await release.wait()
+        return error(401, "Invalid API key")
+
+    recorder.answer = refused
+    async with make_client(retry=NO_PROBE, concurrency=4) as df:
+        sends = [asyncio.ensure_future(df.send("v", f"s{i}")) for i in range(200)]
+        await until(lambda: len(recorder.bodies) == 4)
+        release.set()
+        results = await asyncio.gather(*sends, return_exceptions=True)
+    assert all(isinstance(r, AuthenticationError) for r in results)
+    assert len(recorder.bodies) <= 5
+
+
+async def test_a_probe_cut_by_a_dead_worker_lets_another_goal_probe(
+    make_client: MakeClient, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datafast_async._limiter import Limiter
+
+    recorder.answer = lambda request: error(401, "Invalid API key")
+    async with make_client(retry=QUICK, concurrency=2) as df:
+        with pytest.raises(AuthenticationError):
+            await df.track_nowait("v", "opener").wait(5)
+        recorder.answer = lambda request: ok()  # the key works again
+        await half_open(df)
+        original = Limiter.succeeded
+        died = []
+
+        def die_once(self: Limiter, epoch: int, backlog: bool) -> None:
+            if not died:
+                died.append(True)
+                raise RuntimeError("a bug while the probe's answer came back")
+            original(self, epoch, backlog)
+
+        monkeypatch.setattr(Limiter, "succeeded", die_once)
+        monkeypatch.setattr(Limiter, "adaptive", True, raising=False)
+        probe = df.track_nowait("v", "probe")
+        waiting = [df.track_nowait("v", f"w{i}") for i in range(4)]
+        assert await df.flush(5)  # not stuck half-open with a probe nobody sends
+        assert died
+        assert isinstance(probe.error, DataFastError)  # the worker died holding it
+        assert all(d.result is not None for d in waiting)
+        assert circuit_of(df).state is CircuitState.CLOSED
+
+
+async def test_a_send_probe_cancelled_lets_the_waiting_goals_probe_at_once(
+    make_client: MakeClient, recorder: Recorder
+) -> None:
+    """A send() that probes and is cancelled learnt nothing: the goals that waited go on
+    probing, instead of failing with the old refusal for another cool-down."""
+    recorder.answer = lambda request: error(401, "Invalid API key")
+    hang = asyncio.Event()
+
+    async def hangs_then_ok(request: Request) -> Response:
+        if "probe_send" in request.body.decode():
+            await hang.wait()
+        return ok()
+
+    async with make_client(retry=NO_PROBE, concurrency=2) as df:
+        with pytest.raises(AuthenticationError):
+            await df.track_nowait("v", "opener").wait(5)
+        recorder.answer = hangs_then_ok
+        circuit = circuit_of(df)
+        circuit.until = 0.0  # the cool-down is over
+        sending = asyncio.ensure_future(df.send("v", "probe_send"))
+        await until(lambda: circuit.probe is not None)
+        waiting = [df.track_nowait("v", f"w{i}") for i in range(5)]
+        await anyio.wait_all_tasks_blocked()
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        assert await df.flush(5)
+        hang.set()
+    assert all(d.result is not None for d in waiting)
