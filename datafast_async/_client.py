@@ -255,6 +255,7 @@ class DataFast:
         """In a forked child: the parent's run (queue, session, journal) stays the parent's;
         this client starts afresh on first use and says so once."""
         run = self._run
+        run.queue.after_fork()
         if run.state is _NEW and not len(run.queue):
             return
         if run.state is _CLOSED and not run.queue.pending:

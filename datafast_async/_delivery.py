@@ -164,6 +164,12 @@ _new_delivery = object.__new__
 _build_lock = threading.Lock()
 
 
+def after_fork() -> None:
+    """In a forked child: a new lock (a thread of the parent may have held this one)."""
+    global _build_lock
+    _build_lock = threading.Lock()
+
+
 def pending(
     visitor_id: str, name: str, description: str | None, metadata: dict[str, str] | None
 ) -> Delivery:

@@ -81,6 +81,11 @@ class GoalQueue:
             lock.release()
         return True
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock. Another thread of the parent may have held this one
+        at the fork (a metrics exporter reading ``stats()``), and nobody would release it."""
+        self._lock = threading.Lock()
+
     def close_intake(self) -> None:
         """Refuse every later ``offer``: the run is closing (set under the lock, so a goal
         handed over by another thread is either in before the sender ends what is left, or

@@ -22,6 +22,7 @@ from typing import Protocol
 import aiohttp
 import anyio
 
+from . import _delivery
 from ._models import Stats
 from ._queue import GoalQueue
 from ._reporting import DropLog, Reporter, logger
@@ -242,6 +243,8 @@ def inherit(run: Run) -> None:
 
 
 def _after_fork_in_child() -> None:
+    # Locks another thread of the parent may have held at the fork: new ones first.
+    _delivery.after_fork()
     for owner in list(_owners):
         owner._after_fork()
 

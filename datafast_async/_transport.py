@@ -167,6 +167,7 @@ class AiohttpTransport:
         return self._session
 
     async def send(self, body: bytes) -> Answer:
+        unchained: TransportError
         # The sender awaits this coroutine directly, once per goal: every await between the
         # worker and aiohttp is a frame that each wake-up of the request passes through.
         try:
@@ -220,14 +221,17 @@ class AiohttpTransport:
             ) from exc
         except aiohttp.ClientHttpProxyError as exc:
             # The proxy refused the tunnel (407 and the like): not DataFast's answer.
-            raise TransportError(
+            unchained = TransportError(
                 f"the proxy {_shown_proxy(self._proxy)} answered {exc.status}: {exc.message}",
                 maybe_delivered=False,
                 retriable=exc.status >= 500,
                 opens_circuit=exc.status in (403, 407),
-            ) from exc
+            )
         except aiohttp.ServerDisconnectedError as exc:
             raise TransportError("the server closed the connection without answering") from exc
+        except aiohttp.ClientResponseError as exc:
+            # A malformed answer.
+            unchained = TransportError(f"{type(exc).__name__}: {exc.message or exc.status}")
         except aiohttp.ClientError as exc:
             text = str(exc) or type(exc).__name__
             raise TransportError(f"{type(exc).__name__}: {text}") from exc
@@ -237,6 +241,9 @@ class AiohttpTransport:
             if self._session.closed:  # aiohttp's "Session is closed"
                 raise TransportError("the HTTP session is closed", maybe_delivered=False) from exc
             raise
+        # Raised here, outside the handler, so that neither __cause__ nor __context__ holds
+        # aiohttp's exception: its request_info holds the request's headers, the key among them.
+        raise unchained
 
     async def aclose(self) -> None:
         if self._owned and not self._session.closed:

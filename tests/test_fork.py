@@ -162,3 +162,54 @@ def test_a_forked_child_never_sends_its_parents_goals(mode: str) -> None:
     last_child = max(names.index(name) for name in children)
     first_parent = min(names.index(name) for name in parents)
     assert last_child < first_parent
+
+
+_LOCK_SCRIPT = r"""
+import os, sys, threading, time
+from datafast_async import DataFast
+
+df = DataFast("df_fork_lock_test_key", base_url="http://127.0.0.1:9")
+for i in range(50):
+    df.track_nowait("v", "queued")  # before start: held by the client
+stop = False
+
+
+def poll():  # a metrics exporter reading stats() all the time
+    while not stop:
+        df.stats()
+
+
+thread = threading.Thread(target=poll)
+thread.start()
+hung = 0
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)  # the at-fork hook ran before this line
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        hung += 1
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+stop = True
+thread.join()
+print(hung)
+"""
+
+
+def test_a_fork_while_another_thread_reads_the_stats_never_hangs_the_child() -> None:
+    """The child's at-fork hook takes the queue's lock; a thread of the parent may have held it
+    at the fork. The hook gives the child new locks first."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCK_SCRIPT, "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "0", done.stderr

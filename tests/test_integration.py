@@ -348,3 +348,43 @@ async def test_an_endless_error_body_is_read_only_up_to_the_cap() -> None:
     assert info.value.body is not None
     assert len(info.value.body) == 4096
     assert written < endless // 2
+
+
+async def _serve_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 abc Broken\r\n\r\n")  # not a status line
+        await writer.drain()
+    finally:
+        writer.close()
+
+
+async def test_a_malformed_answer_never_carries_the_key_in_its_error_chain() -> None:
+    """aiohttp's exception for a malformed answer holds the request's headers (the key):
+    the TransportError neither chains it as __cause__ nor keeps it as __context__."""
+    key = "df_SECRET_KEY_0123456789abcdef"
+    server = await asyncio.start_server(_serve_garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with DataFast(
+            key,
+            base_url=f"http://127.0.0.1:{port}",
+            retry=RetryPolicy(max_attempts=1),
+            timeout=5,
+        ) as df:
+            with pytest.raises(TransportError) as info:
+                await df.send("v", "signup")
+            delivery = await df.track("v", "signup")
+            await df.flush(5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    for error in (info.value, delivery.error):
+        chain: list[BaseException] = []
+        link: BaseException | None = error
+        while link is not None and len(chain) < 10:
+            chain.append(link)
+            link = link.__cause__ or link.__context__
+        text = " ".join(repr(e) + repr(e.args) + repr(vars(e)) for e in chain)
+        assert key not in text
+        assert key[3:] not in text
