@@ -387,6 +387,10 @@ class DataFast:
             room = run.queue.room_waiter(loop)
             try:
                 await asyncio.wait((room,), timeout=remaining)
+            except BaseException:
+                if room.done() and not room.cancelled():
+                    run.queue.pass_on_room()  # woken for room it will not use: the next goes
+                raise
             finally:
                 run.queue.discard_room_waiter(room)
             if run.state is not _RUNNING:

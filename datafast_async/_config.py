@@ -115,7 +115,11 @@ def _check_base_url(url: str) -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"base_url must be a str, got {type(url).__name__}")
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it checks it: a port out of range raises)
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url is not a usable URL ({exc}): {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(f"base_url must be an http(s) URL, got {url!r}")
     if parts.query or parts.fragment:
@@ -132,11 +136,13 @@ def _check_base_url(url: str) -> str:
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is this machine: ``localhost``, ``127.0.0.0/8`` or ``::1``."""
+    """Whether ``host`` is this machine: exactly ``localhost``, or a literal address in
+    ``127.0.0.0/8`` or ``::1``. Nothing that a resolver might send elsewhere: not
+    ``app.localhost``, not ``localhost.`` (a fully qualified name goes to DNS)."""
     if not host:
         return False
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    host = host.strip("[]").lower()
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

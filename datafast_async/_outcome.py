@@ -8,8 +8,9 @@ A transport gives back what came over the wire (status, body, reason phrase, hea
 - A 2xx counts only when its body is DataFast's success answer (a JSON object with
   ``"status": "success"``); anything else (a captive portal's page, a wrong host) is final.
 - A 3xx is never followed (the key must not reach another host): final, naming where it pointed.
-- 401, 403, 407, and any other 4xx but 408 and 429 whose body is not DataFast's error envelope,
-  open the circuit: every request would get them.
+- 401, 403, 407, and any other 4xx whose body is not DataFast's error envelope, open the
+  circuit: every request would get them. Not 408 and 429, nor 413, 414 and 431, which are about
+  the one request (its size): that goal fails alone.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ _MESSAGE_LIMIT = 300  # characters of a non-JSON body used as the message
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
+# 4xx statuses about the one request, not every request: a timeout, the rate, a body or URL or
+# headers too large (one oversized goal must not fail every goal with it).
+_THIS_REQUEST = frozenset({408, 413, 414, 429, 431})
 _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 # The API's usual success answer starts so (compact JSON): the common case costs one
 # comparison; anything else is parsed.
@@ -115,7 +119,7 @@ def outcome_of(
         retry_after=parse_retry_after(headers.get("Retry-After")),
     )
     if status in (401, 403, 407) or (
-        status < 500 and status not in (408, 429) and not enveloped and not error.retriable
+        status < 500 and status not in _THIS_REQUEST and not enveloped and not error.retriable
     ):
         error.opens_circuit = True
     return error

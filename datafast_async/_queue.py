@@ -216,6 +216,11 @@ class GoalQueue:
         if future in self._room_waiters:
             self._room_waiters.remove(future)
 
+    def pass_on_room(self) -> None:
+        """A ``track`` woken for room that it will not use (cancelled): wake the next one."""
+        if self._room_waiters:
+            _wake_first(self._room_waiters)
+
     def abandon_room_waiters(self) -> None:
         """Wake every ``track`` blocked on a full queue (the client is closing)."""
         while self._room_waiters:

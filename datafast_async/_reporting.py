@@ -41,9 +41,14 @@ class FailureLog:
         self._max_kinds = max_kinds
         # kind -> [window start (monotonic), failures suppressed since the last line]
         self._kinds: dict[tuple[object, ...], list[float]] = {}
+        self._labels: dict[tuple[object, ...], str] = {}
 
     def record(self, goal: Goal, error: DataFastError) -> None:
-        kind = (type(error), getattr(error, "status", None), str(error))
+        # An answer's kind is its class and status: a gateway's page may differ per request
+        # (a request id, a time), and must not make each goal a kind of its own. Other errors
+        # are kinds by their message (a refused connection, a timeout, the shutdown).
+        status = getattr(error, "status", None)
+        kind = (type(error), status, None if status is not None else str(error))
         now = time.monotonic()
         entry = self._kinds.get(kind)
         if entry is not None and now - entry[0] < self._window:
@@ -54,19 +59,21 @@ class FailureLog:
         elif len(self._kinds) >= self._max_kinds:
             self.summarise_all()
         self._kinds[kind] = [now, 0]
+        self._labels[kind] = str(error)[:200]  # as the first of its kind said it
         logger.warning("goal %r failed: %s", goal.name, error)
 
     def summarise_all(self) -> None:
         for kind, entry in self._kinds.items():
             self._summarise(kind, entry)
         self._kinds.clear()
+        self._labels.clear()
 
     def _summarise(self, kind: tuple[object, ...], entry: list[float]) -> None:
         if entry[1]:
             logger.warning(
-                "%d more goals failed the same way (%s) in the last %.0f s",
+                "%d more goals failed the same way (like: %s) in the last %.0f s",
                 int(entry[1]),
-                kind[2],
+                self._labels.get(kind, ""),
                 time.monotonic() - entry[0],
             )
             entry[1] = 0

@@ -23,6 +23,7 @@ import aiohttp
 from ._config import is_loopback
 from ._errors import TransportError
 from ._outcome import Answer
+from ._reporting import logger
 from ._wire import Request, Response
 
 __all__ = [
@@ -65,9 +66,26 @@ def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
         return None
     if "://" not in proxy:
         proxy = "http://" + proxy
+    proxy_scheme = urlsplit(proxy).scheme.lower()
+    if proxy_scheme != "http":
+        _warn_unusable_proxy(proxy_scheme)
+        return None
     if scheme == "http" and not is_loopback(urlsplit(proxy).hostname):
         return None
     return proxy
+
+
+_warned_schemes: set[str] = set()
+
+
+def _warn_unusable_proxy(scheme: str) -> None:
+    if scheme not in _warned_schemes:
+        _warned_schemes.add(scheme)
+        logger.warning(
+            "the proxy in the environment is a %s:// proxy, which the client cannot use (it "
+            "speaks to http:// proxies only); it connects directly",
+            scheme,
+        )
 
 
 def _env(env: Mapping[str, str], name: str) -> str:

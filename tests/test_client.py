@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import logging
 import re
@@ -1064,3 +1065,45 @@ async def test_any_final_error_says_whether_an_earlier_attempt_may_have_arrived(
     flags = {name: d.error.maybe_delivered for name, d in deliveries.items()}  # type: ignore[union-attr]
     assert flags == {"reset_then_refused": True, "busy_then_refused": False, "refused": False}
     assert all(isinstance(d.error, BadRequestError) for d in deliveries.values())
+
+
+async def test_gateway_pages_that_differ_per_request_are_one_kind_of_failure(
+    make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway's page carries a request id (Cloudflare's Ray ID, nginx's $request_id):
+    1,000 goals failing on it make two log lines, not a thousand."""
+    ids = itertools.count()
+    recorder.answer = lambda r: Response(
+        502, f"<html><body>Bad gateway. Ray ID: {next(ids):016x}</body></html>".encode()
+    )
+    async with make_client(retry=RetryPolicy(max_attempts=1)) as df:
+        for _ in range(1_000):
+            df.track_nowait("v", "signup")
+        assert await df.flush(5)
+    lines = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(lines) == 2
+    assert lines[0].startswith("goal 'signup' failed: HTTP 502")
+    assert "999 more goals failed the same way" in lines[1]
+
+
+async def test_a_blocked_track_cancelled_as_room_frees_hands_the_room_on(
+    gate: Gate, gated_client: MakeClient
+) -> None:
+    """Found in review: a caller woken for room and cancelled in the same step passed the
+    wake-up on to nobody, and the next blocked caller slept its whole timeout."""
+    df = gated_client(max_queue_size=1, concurrency=1, on_full="block", timeout=30)
+    await df.start()
+    df.track_nowait("v", "in_flight")
+    await until(lambda: gate.waiting == 1)
+    df.track_nowait("v", "queued")  # the queue is full
+    first = asyncio.ensure_future(df.track("v", "first"))
+    second = asyncio.ensure_future(df.track("v", "second"))
+    await anyio.wait_all_tasks_blocked()
+    df._run.queue.take()  # room frees: the first caller is woken ...
+    first.cancel()  # ... and cancelled in the same step
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    delivery = await asyncio.wait_for(second, 1)  # not after its 30 s timeout
+    assert delivery.goal.name == "second"
+    gate.open.set()
+    await df.aclose(timeout=1)

@@ -352,3 +352,17 @@ def test_without_an_environ_proxy_for_reads_the_processs(
     assert proxy_for(HTTPS_URL) == PROXY
     monkeypatch.setenv("NO_PROXY", "datafa.st")
     assert proxy_for(HTTPS_URL) is None
+
+
+@pytest.mark.parametrize("proxy", ["socks5://127.0.0.1:1080", "socks5h://127.0.0.1:1080"])
+def test_a_proxy_the_client_cannot_speak_to_is_ignored_with_one_warning(
+    proxy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SOCKS proxy in ALL_PROXY is not treated as an HTTP one (found in review)."""
+    from datafast_async import _transport
+
+    _transport._warned_schemes.clear()
+    for _ in range(3):
+        assert proxy_for("https://datafa.st/api/v1/goals", {"ALL_PROXY": proxy}) is None
+    lines = [r.getMessage() for r in caplog.records if "cannot use" in r.getMessage()]
+    assert len(lines) == 1

@@ -229,3 +229,13 @@ def test_errors_survive_pickling() -> None:
         "slow",
         3.0,
     )
+
+
+@pytest.mark.parametrize("status", [413, 414, 431])
+def test_an_answer_about_the_one_requests_size_fails_that_goal_alone(status: int) -> None:
+    """An nginx page for a body too large is about that goal: it must not open the circuit
+    and fail every goal with it (found in review)."""
+    outcome = decode_response(Response(status, b"<html><body>Too Large</body></html>"))
+    assert isinstance(outcome, APIError)
+    assert not outcome.opens_circuit
+    assert not outcome.retriable

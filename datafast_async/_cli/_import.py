@@ -246,6 +246,7 @@ class ImportJob(Interruptible):
         self.delivered = 0
         self.validated = 0  # valid goals not sent: a dry run (the client is disabled)
         self.invalid = 0
+        self.maybe_delivered = 0  # goals not delivered that DataFast may have recorded
         self.rejected: collections.Counter[int] = collections.Counter()
         self.failed: collections.Counter[str] = collections.Counter()
         self.line_reports = 0
@@ -286,6 +287,13 @@ class ImportJob(Interruptible):
         else:
             self.failed[_failure_kind(error)] += 1
             reason = _failure_reason(error)
+        if error.maybe_delivered:
+            # Its request was cut or an answer was lost: DataFast may have recorded it.
+            self.maybe_delivered += 1
+            reason += (
+                " (it may have been recorded: an attempt's answer was lost; importing it "
+                "again may record it twice)"
+            )
         if entry is None:  # cannot happen: every goal is registered before it can settle
             self.console.note(f"{PROG}: a goal without its line failed: {reason}")
             return
@@ -293,7 +301,7 @@ class ImportJob(Interruptible):
         if report:
             self._report_line(lineno, reason)
         obj = json.loads(raw)
-        self._write_failed(obj, reason)
+        self._write_failed(obj, reason, maybe_delivered=error.maybe_delivered)
 
     def _stop_refused(self, error: DataFastError, refused_by: str) -> None:
         """The key (or the proxy) was refused: every later request would fail the same way.
@@ -322,11 +330,17 @@ class ImportJob(Interruptible):
                 f"{PROG}: more lines were not delivered; they are counted in the summary{where}"
             )
 
-    def _write_failed(self, obj: dict[str, Any], reason: str) -> None:
+    def _write_failed(
+        self, obj: dict[str, Any], reason: str, *, maybe_delivered: bool = False
+    ) -> None:
         if self.failed_out is None:
             return
-        obj.pop("_error", None)  # a line from an earlier --failed-out gets the new reason
+        # A line from an earlier --failed-out gets the new reason (and flag).
+        obj.pop("_error", None)
+        obj.pop("_maybe_delivered", None)
         obj["_error"] = reason
+        if maybe_delivered:
+            obj["_maybe_delivered"] = True
         self.failed_out.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
     async def _feed(self, client: DataFast) -> None:
@@ -612,6 +626,13 @@ def _report(job: ImportJob, stats: Stats, console: Console) -> int:
                 f"{PROG}: {job.not_delivered:,} lines not delivered were written to "
                 f"{job.failed_out_name}; import that file again to retry them"
             )
+            if job.maybe_delivered:
+                console.note(
+                    f"{PROG}: {job.maybe_delivered:,} of them may have been recorded already "
+                    '(a request cut or an answer lost; marked "_maybe_delivered": true): '
+                    "importing them again may record them twice. To skip them: "
+                    f"jq -c 'select(._maybe_delivered | not)' {job.failed_out_name}"
+                )
         else:
             console.note(
                 f"{PROG}: {job.not_delivered:,} lines were not delivered; use --failed-out FILE "
