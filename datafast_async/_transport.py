@@ -141,7 +141,9 @@ class AiohttpTransport:
     ) -> None:
         self._url = url
         own: dict[str, str] = dict(headers)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # A connection that cannot be made in 90% of the time fails as such (aiohttp's
+        # ConnectionTimeoutError): its request never left, so maybe_delivered is False.
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout * 0.9)
         self._timeout_seconds = timeout
         self._owned = session is None
         self._proxy, proxy_authorization = _split_proxy(proxy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -388,3 +389,36 @@ async def test_a_malformed_answer_never_carries_the_key_in_its_error_chain() -> 
         text = " ".join(repr(e) + repr(e.args) + repr(vars(e)) for e in chain)
         assert key not in text
         assert key[3:] not in text
+
+
+async def test_a_connection_that_is_never_made_is_not_maybe_delivered() -> None:
+    """A server whose listen queue is full drops the SYN: the request never left, so the
+    timeout says maybe_delivered=False (found in review: it said True)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepts: the queue fills at once
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        async with DataFast(
+            "df_unit_test_key_0001",
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=0.5,
+            retry=RetryPolicy(max_attempts=1),
+        ) as df:
+            with pytest.raises(TransportError) as info:
+                await df.send("v", "signup")
+        assert "timeout" in str(info.value)
+        assert info.value.maybe_delivered is False
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
