@@ -40,9 +40,6 @@ _SPACE_RE = re.compile(r"\s+")
 # headers too large (one oversized goal must not fail every goal with it).
 _THIS_REQUEST = frozenset({408, 413, 414, 429, 431})
 _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
-# The API's usual success answer starts so (compact JSON): the common case costs one
-# comparison; anything else is parsed.
-_SUCCESS_PREFIX = b'{"status":"success"'
 # json.loads makes a new string per response; the confirmation message is nearly always the
 # same, so results share one copy.
 _KNOWN_MESSAGES = {"Custom event created successfully": "Custom event created successfully"}
@@ -79,8 +76,8 @@ _SUCCESS_SPACED_RE = re.compile(_WS + _WS.join(_SUCCESS_TOKENS) + _WS)
 def is_success(body: bytes) -> bool:
     """Whether a 2xx body is DataFast's success answer: a JSON object whose ``status`` is
     ``"success"`` (its other fields may change)."""
-    if body.startswith(_SUCCESS_PREFIX):
-        return True
+    if _SUCCESS_COMPACT_RE.fullmatch(body) is not None:
+        return True  # the API's usual answer, whole: no JSON document built
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -94,7 +91,7 @@ def outcome_of(
     """What an answer means: its body for DataFast's success answer (``read_result`` turns it
     into the ``GoalResult`` when somebody asks), the matching ``APIError`` otherwise."""
     if 200 <= status < 300:
-        if body.startswith(_SUCCESS_PREFIX) or is_success(body):
+        if is_success(body):
             return body
         return _not_datafast(status, body, reason, headers)
     text = body.decode("utf-8", "replace")

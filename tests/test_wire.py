@@ -239,3 +239,11 @@ def test_an_answer_about_the_one_requests_size_fails_that_goal_alone(status: int
     assert isinstance(outcome, APIError)
     assert not outcome.opens_circuit
     assert not outcome.retriable
+
+
+def test_a_2xx_that_starts_like_datafasts_answer_but_is_not_json_is_not_delivered() -> None:
+    """Found in review: only the prefix was read, so garbage after it counted as delivered."""
+    body = b'{"status":"success"<html>a portal page that happens to start so</html>'
+    outcome = decode_response(Response(200, body))
+    assert isinstance(outcome, APIError)
+    assert outcome.opens_circuit
