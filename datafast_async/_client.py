@@ -33,6 +33,10 @@ _DISABLED = GoalResult(event_id=None, message="disabled")
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
 
+_OTHER_LOOP = (
+    "this DataFast client runs in another event loop, which is still running: call track, "
+    "send, flush and aclose in that loop"
+)
 _NEW, _RUNNING, _CLOSING, _CLOSED = (
     RunState.NEW,
     RunState.RUNNING,
@@ -197,10 +201,7 @@ class DataFast:
             self._bind(run, loop)
             return run
         if run.state is _RUNNING:
-            raise DataFastError(
-                "this DataFast client runs in another event loop; use it there, or aclose() it "
-                "first"
-            )
+            raise DataFastError(_OTHER_LOOP)
         raise ClientClosedError("the DataFast client is closed; call start() to use it again")
 
     def _new_run(self) -> Run:
@@ -490,6 +491,9 @@ class DataFast:
             run.orphan()
         if run.state is _CLOSED:
             return run.final_stats or run.stats()
+        if run.bound and run.loop is not asyncio.get_running_loop():
+            # Its loop still runs (in another thread): its tasks cannot be touched from here.
+            raise DataFastError(_OTHER_LOOP)
         if run.state is _NEW:
             if not len(run.queue) or not self._enabled:
                 run.state = _CLOSED
