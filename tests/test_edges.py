@@ -14,6 +14,7 @@ import pytest
 from datafast_async import (
     ClientClosedError,
     DataFast,
+    DataFastError,
     Goal,
     GoalResult,
     RetryPolicy,
@@ -344,3 +345,38 @@ async def test_a_transport_breaking_its_contract_fails_the_goal_not_the_worker()
     for delivery in deliveries:
         assert delivery.error is not None
         assert "internal error" in str(delivery.error)
+
+
+def test_aclose_from_another_running_loop_is_refused_not_run_from_the_wrong_thread(
+    recorder: Recorder,
+) -> None:
+    """Found in review: aclose() from another loop created the shutdown task on the client's
+    loop from the wrong thread; now it says where to call it, and the owner closes it."""
+    df = DataFast("df_unit_test_key_0001", _transport_factory=recorder.factory)
+    started = threading.Event()
+    stop = threading.Event()
+    closed: list[Stats] = []
+
+    def owner() -> None:
+        async def main() -> None:
+            await df.start()
+            started.set()
+            await asyncio.to_thread(stop.wait, 10)  # the loop runs meanwhile
+            closed.append(await df.aclose())
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    try:
+        assert started.wait(10)
+
+        async def elsewhere() -> None:
+            with pytest.raises(DataFastError, match="another event loop"):
+                await df.aclose()
+
+        asyncio.run(elsewhere())
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(closed) == 1
