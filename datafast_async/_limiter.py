@@ -43,6 +43,9 @@ class Limiter:
         self._window = float(min(_INITIAL, ceiling) if adaptive else ceiling)
         self._threshold = math.inf  # slow start until the first congestion signal
         self._limit = int(self._window)
+        #: Whether a success may raise the limit (adaptive, and below the ceiling): the
+        #: sender's per-goal check, so a limit at its ceiling costs nothing per goal.
+        self.growing = adaptive and self._limit < ceiling
         #: Counts the decreases: a request's signal counts only if it was sent in this epoch.
         self.epoch = 0
         self._loop = loop
@@ -60,6 +63,7 @@ class Limiter:
             raise ValueError("limit must be >= 1")
         self._window = float(value)
         self._limit = value
+        self.growing = self.adaptive and value < self.ceiling
         self._hand_over()
 
     @property
@@ -86,6 +90,7 @@ class Limiter:
         limit = min(self.ceiling, int(self._window))
         if limit != self._limit:
             self._limit = limit
+            self.growing = limit < self.ceiling
             if self._waiters:
                 self._hand_over()
 
@@ -98,6 +103,7 @@ class Limiter:
         self._window = max(1.0, self._window * DECREASE)
         self._threshold = self._window
         self._limit = max(1, int(self._window))
+        self.growing = self._limit < self.ceiling
 
     # -- slots ----------------------------------------------------------------------------------
 

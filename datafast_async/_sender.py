@@ -216,7 +216,7 @@ class Sender:
                     await self._wait_for_work()
                     continue
                 if isinstance(outcome, bytes):
-                    if limiter.adaptive:
+                    if limiter.growing:
                         limiter.succeeded(epoch, bool(queue) or bool(ready))
                     self._delivered(item[0], outcome)
                 else:
