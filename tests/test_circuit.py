@@ -25,6 +25,7 @@ from datafast_async import (
     VisitorNotFoundError,
 )
 from datafast_async._circuit import Circuit, CircuitState
+from datafast_async._delivery import Delivery
 from datafast_async._transport import Request, Response
 
 from .conftest import EVENT_ID, Recorder, error, ok, until
@@ -320,7 +321,7 @@ async def test_a_storm_of_sends_with_a_refused_key_costs_a_handful_of_requests(
 async def test_a_probe_cut_by_a_dead_worker_lets_another_goal_probe(
     make_client: MakeClient, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datafast_async._limiter import Limiter
+    from datafast_async._sender import Sender
 
     recorder.answer = lambda request: error(401, "Invalid API key")
     async with make_client(retry=QUICK, concurrency=2) as df:
@@ -328,17 +329,16 @@ async def test_a_probe_cut_by_a_dead_worker_lets_another_goal_probe(
             await df.track_nowait("v", "opener").wait(5)
         recorder.answer = lambda request: ok()  # the key works again
         await half_open(df)
-        original = Limiter.succeeded
+        original = Sender._delivered
         died = []
 
-        def die_once(self: Limiter, epoch: int, backlog: bool) -> None:
+        def die_once(self: Sender, delivery: Delivery, body: bytes) -> None:
             if not died:
                 died.append(True)
                 raise RuntimeError("a bug while the probe's answer came back")
-            original(self, epoch, backlog)
+            original(self, delivery, body)
 
-        monkeypatch.setattr(Limiter, "succeeded", die_once)
-        monkeypatch.setattr(Limiter, "adaptive", True, raising=False)
+        monkeypatch.setattr(Sender, "_delivered", die_once)
         probe = df.track_nowait("v", "probe")
         waiting = [df.track_nowait("v", f"w{i}") for i in range(4)]
         assert await df.flush(5)  # not stuck half-open with a probe nobody sends
