@@ -329,9 +329,8 @@ class DataFast:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""
         running = _get_running_loop()
         run = self._run
-        if running is not None and (
-            run.state is _NEW or run.orphaned or run.loop_is_gone() or self._forked_from
-        ):
+        # (After a fork the run is a fresh NEW one: _current_run also says so, once.)
+        if running is not None and (run.state is _NEW or run.orphaned or run.loop_is_gone()):
             run = self._current_run(start=False)
         if run.state not in (_NEW, _RUNNING) or (run.bound and run.loop.is_closed()):
             raise ClientClosedError("the DataFast client is closed; call start() to use it again")

@@ -29,7 +29,7 @@ from ._reporting import DropLog, Reporter, logger
 from ._sender import Sender
 from ._transport import Transport
 
-__all__ = ["NO_LOOP", "Run", "RunState", "await_uncancellable", "watch"]
+__all__ = ["NO_LOOP", "Run", "RunState", "await_uncancellable", "inherit", "watch"]
 
 _CALLBACK_GRACE = 1.0  # seconds async callbacks get after the shutdown deadline
 _CLOSE_TRANSPORT_TIMEOUT = 5.0
