@@ -37,8 +37,12 @@ class CircuitState(enum.Enum):
 class Circuit:
     """The breaker of one sender (in the client's loop)."""
 
-    def __init__(self, policy: RetryPolicy, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, policy: RetryPolicy, loop: asyncio.AbstractEventLoop, *, keeps: bool = False
+    ) -> None:
         self._policy = policy
+        #: With a spool, goals wait on disk while the circuit is open instead of failing.
+        self.keeps = keeps
         self._loop = loop
         self.state = CircuitState.CLOSED
         #: The answer that opened it: every goal failed while open gets its own copy.
@@ -63,10 +67,24 @@ class Circuit:
             self._wake()
         return self.state
 
-    def trip(self, error: DataFastError, queued: int) -> None:
-        """An answer every request would get: open (or, after a probe, open again)."""
+    def trip(self, error: DataFastError, queued: int, *, down: bool = False) -> None:
+        """An answer every request would get: open (or, after a probe, open again).
+        ``down``: with a spool, goals ran out of attempts on errors that may pass."""
         was = self.state
-        if was is CircuitState.CLOSED:
+        if was is CircuitState.CLOSED and self.keeps:
+            self._cooldown = self._policy.circuit_cooldown
+            logger.error(
+                "%s (%s): the sender stops sending; the %d goals waiting and every new one "
+                "are kept in the spool; a probe in %g s",
+                "the API kept failing after every attempt"
+                if down
+                else "every request would fail the same way",
+                error,
+                queued,
+                self._cooldown,
+                extra=_EVENT,
+            )
+        elif was is CircuitState.CLOSED:
             self._cooldown = self._policy.circuit_cooldown
             logger.error(
                 "every request would fail the same way (%s): the sender stops sending; the %d "
@@ -109,13 +127,22 @@ class Circuit:
         """DataFast answered a request: if it was the probe, the circuit closes."""
         if self.probe is not token or self.state is not CircuitState.HALF_OPEN:
             return
-        logger.error(
-            "DataFast answered the probe: the sender sends again (%d goals failed while every "
-            "request was refused: %s)",
-            self.failed_while_open,
-            self.error,
-            extra=_EVENT,
-        )
+        if self.keeps:
+            logger.error(
+                "DataFast answered the probe: the sender sends again; the goals kept in the "
+                "spool meanwhile go first (%d failed while the API was unavailable: %s)",
+                self.failed_while_open,
+                self.error,
+                extra=_EVENT,
+            )
+        else:
+            logger.error(
+                "DataFast answered the probe: the sender sends again (%d goals failed while "
+                "every request was refused: %s)",
+                self.failed_while_open,
+                self.error,
+                extra=_EVENT,
+            )
         self.state = CircuitState.CLOSED
         self.error = None
         self.probe = None

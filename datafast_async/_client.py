@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl as ssl_module
 import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 
 from ._config import check_count, check_positive, mask_key, resolve_settings
 from ._delivery import Delivery, pending
+from ._durable import Spool
 from ._errors import ClientClosedError, ConfigurationError, DataFastError, QueueFullError
 from ._limiter import Limiter
 from ._models import Goal, GoalResult, Stats
@@ -22,6 +25,7 @@ from ._reporting import DropLog, FailureCallback, Reporter, SuccessCallback, log
 from ._retry import RetryPolicy
 from ._run import Run, RunState, await_uncancellable, inherit, watch
 from ._sender import Sender
+from ._spool import Journal, available, namespace
 from ._transport import AiohttpTransport, Transport, proxy_for
 from ._validation import validate_goal
 
@@ -73,6 +77,12 @@ class DataFast:
         session: An ``aiohttp.ClientSession`` to use; you then close it yourself.
         ssl: An ``ssl.SSLContext`` for the client's own session: a private CA, a client
             certificate. (With ``session=``, configure your session instead.)
+        spool_path: A directory for the durable spool (created 0700 if needed); ``None``
+            reads ``DATAFAST_SPOOL_PATH``, else no spool. With a spool every accepted goal is
+            journaled there until it settles: a restart, a crash or a long outage loses none
+            (see the README's "Durability"); goals beyond ``max_queue_size`` wait on disk.
+        spool_max_bytes: The most bytes the spool's files of this client may hold; goals are
+            refused (``on_full``) only past it.
 
     Proxies come from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, as with requests and httpx;
     a plain-``http://`` base URL (loopback only) goes through a proxy only on loopback too.
@@ -98,8 +108,11 @@ class DataFast:
         enabled: bool | None = None,
         session: aiohttp.ClientSession | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        spool_path: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 64 * 2**20,
         _transport_factory: Callable[[], Transport] | None = None,
         _adaptive: bool = True,
+        _spool_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._settings = resolve_settings(api_key, website_id, base_url, enabled)
         self._enabled = self._settings.enabled
@@ -133,6 +146,9 @@ class DataFast:
                 "(its connector) instead"
             )
         self._ssl = ssl
+        self._spool_path = self._check_spool(spool_path)
+        self._spool_max_bytes = check_count("spool_max_bytes", spool_max_bytes)
+        self._spool_options = dict(_spool_options or {})
         self._transport_factory = _transport_factory
         self._adaptive = _adaptive
         self._drops = DropLog(self._max_queue_size)
@@ -142,6 +158,26 @@ class DataFast:
         self._warned_lazy = False
         self._forked_from: int | None = None  # goals the parent's run held, said once here
         watch(self)
+
+    def _check_spool(self, spool_path: str | os.PathLike[str] | None) -> str | None:
+        if spool_path is None:
+            spool_path = os.environ.get("DATAFAST_SPOOL_PATH") or None
+        if spool_path is None or not self._enabled:
+            return None
+        try:
+            path = os.fspath(spool_path)
+        except TypeError:
+            raise ConfigurationError(
+                f"spool_path must be a str or a path, got {type(spool_path).__name__}"
+            ) from None
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigurationError(f"spool_path must be a directory's path, got {path!r}")
+        if not available():
+            raise ConfigurationError(
+                "spool_path needs POSIX file locks (fcntl.flock), which this platform does not "
+                "have: leave spool_path and DATAFAST_SPOOL_PATH unset here"
+            )
+        return os.path.abspath(os.path.expanduser(path))
 
     def __repr__(self) -> str:
         s = self._settings
@@ -177,7 +213,11 @@ class DataFast:
             run.orphan()
         if run.state is _CLOSING and run.close_task is not None:
             await await_uncancellable(run.close_task)
-        self._current_run(start=True)
+        run = self._current_run(start=True)
+        if run.spool is not None:
+            # Its files taken over (in a thread) before start() returns: goals tracked from
+            # now on may go to disk at once, behind those of the earlier run.
+            await run.spool.wait_open()
 
     def _current_run(self, *, start: bool) -> Run:
         """The run that serves the running loop, started if needed (in the loop's thread).
@@ -234,6 +274,7 @@ class DataFast:
                 ssl=self._ssl,
                 proxy=None if self._session is not None else proxy_for(url),
             )
+        spool = self._new_spool(run, loop)
         run.bind(
             loop,
             transport,
@@ -247,7 +288,31 @@ class DataFast:
                 loop=loop,
                 workers=self._concurrency,
                 on_orphaned=bound.orphan_in_loop,
+                spool=spool,
             ),
+            spool,
+        )
+
+    def _new_spool(self, run: Run, loop: asyncio.AbstractEventLoop) -> Spool | None:
+        """The run's spool (``spool_path``), opened in a thread from now on."""
+        if self._spool_path is None:
+            return None
+        settings = self._settings
+        assert settings.api_key is not None  # resolve_settings requires it when enabled
+        journal = Journal(
+            self._spool_path,
+            namespace(settings.api_key, settings.website_id),
+            max_bytes=self._spool_max_bytes,
+            **self._spool_options,
+        )
+        parts = urlsplit(settings.url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        return Spool(
+            journal,
+            path,
+            loop,
+            on_refill=lambda deliveries: run.sender.refill(deliveries),
+            on_damaged=run.queue.discard,
         )
 
     # -- processes ------------------------------------------------------------------------
@@ -262,6 +327,8 @@ class DataFast:
         if run.state is _CLOSED and not run.queue.pending:
             return
         inherit(run)
+        if run.spool is not None:
+            run.spool.abandon_after_fork()  # the parent's files: closed here, still locked
         self._forked_from = run.queue.pending
         self._run = self._new_run()
 
@@ -282,6 +349,9 @@ class DataFast:
         if run.state is _CLOSED or not self._enabled:
             return 0
         pending = run.queue.pending
+        if run.spool is not None and run.spool.close_at_exit(pending):
+            run.warned = True
+            return 0  # journaled: the next start sends them (said by close_at_exit)
         if pending:
             run.warned = True
         return pending
@@ -317,6 +387,9 @@ class DataFast:
             return delivery
         run = self._run
         if run.intake is _get_running_loop():
+            spool = run.spool
+            if spool is not None:
+                return self._track_spooled(run, spool, delivery)
             if run.queue.offer(delivery):
                 sender = run.sender
                 if sender.idle:
@@ -324,6 +397,29 @@ class DataFast:
                 return delivery
             return self._refuse(delivery)
         return self._track_elsewhere(delivery)
+
+    def _track_spooled(self, run: Run, spool: Spool, delivery: Delivery) -> Delivery:
+        """With a spool: into memory and the journal, or (beyond the queue's bound, or behind
+        goals already waiting on disk) onto disk only; refused only when the spool is full
+        (or cannot be written) and the queue is full too. From any thread."""
+        queue = run.queue
+        if not queue.spooled and queue.offer(delivery):
+            spool.accept(delivery)
+        elif spool.can_spill():
+            queue.spill()
+            spool.spill(delivery)
+        elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
+            spool.accept(delivery)
+        else:
+            return self._refuse(delivery)
+        sender, loop = run.sender, run.loop
+        if loop is _get_running_loop():
+            if sender.idle:
+                sender.notify()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(sender.notify)
+        return delivery
 
     def _track_elsewhere(self, delivery: Delivery) -> Delivery:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""
@@ -334,6 +430,8 @@ class DataFast:
             run = self._current_run(start=False)
         if run.state not in (_NEW, _RUNNING) or (run.bound and run.loop.is_closed()):
             raise ClientClosedError("the DataFast client is closed; call start() to use it again")
+        if run.bound and run.spool is not None and run.state is _RUNNING:
+            return self._track_spooled(run, run.spool, delivery)
         # offer() raises ClientClosedError once aclose() has stopped intake, under the queue's
         # own lock: a goal can never slip into a run that is being closed.
         if not run.queue.offer(delivery):
@@ -450,8 +548,13 @@ class DataFast:
         Args:
             timeout: Seconds to wait at most; ``None`` waits as long as that takes.
 
+        With a spool, goals waiting on disk count (those beyond ``max_queue_size``, and those
+        an earlier run left, once taken over); it returns ``False`` as soon as every goal still
+        pending is parked on disk behind an API that is down or refuses every request.
+
         Returns:
-            ``True`` when they all ended, ``False`` if the timeout came first.
+            ``True`` when they all ended, ``False`` if the timeout came first (or, with a
+            spool, when everything pending is parked on disk).
         """
         if timeout is not None:
             timeout = check_positive("timeout", timeout, allow_zero=True)
@@ -460,13 +563,23 @@ class DataFast:
             return True
         if run.state is not _CLOSING:
             run = self._current_run(start=False)
+        spool = run.spool
+        if spool is not None:
+            # Goals an earlier run left in the spool count once it is open (taken over).
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await spool.wait_open(timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (loop.time() - started))
+            if run.sender.all_parked():
+                return False  # every goal pending waits on disk for an API that is down
         future = run.queue.flush_waiter(asyncio.get_running_loop())
         if future is None:
             return True
         try:
             with anyio.move_on_after(timeout):
-                await future
-                return True
+                # False: every goal still pending was parked on disk meanwhile (a spool).
+                return await future
             return False
         finally:
             run.queue.discard_flush_waiter(future)

@@ -34,14 +34,20 @@ class Delivery:
     # then allocates one object, and a queued goal costs one object less. ``_outcome`` is None,
     # a GoalResult, a DataFastError, or the API's 2xx body (bytes), read into a GoalResult
     # only when somebody asks; ``_waiters`` is created only when somebody awaits.
+    # With a spool, ``_wire`` keeps the request body once encoded (the bytes journaled are
+    # the bytes sent) and ``_spool`` the goal's state in the journal (``_durable``); a weak
+    # reference finds a goal the app still holds when it comes back from disk.
     __slots__ = (
+        "__weakref__",
         "_description",
         "_goal",
         "_metadata",
         "_name",
         "_outcome",
+        "_spool",
         "_visitor_id",
         "_waiters",
+        "_wire",
     )
 
     if TYPE_CHECKING:
@@ -52,6 +58,8 @@ class Delivery:
         _goal: Goal | None
         _outcome: GoalResult | DataFastError | bytes | None
         _waiters: list[asyncio.Future[None]] | None
+        _wire: bytes | None
+        _spool: object
 
     def __init__(self, goal: Goal) -> None:
         self._visitor_id = goal.visitor_id
@@ -61,6 +69,8 @@ class Delivery:
         self._goal = goal
         self._outcome = None
         self._waiters = None
+        self._wire = None
+        self._spool = None
 
     @property
     def goal(self) -> Goal:
@@ -83,8 +93,13 @@ class Delivery:
         return f"<Delivery {self._name!r} {state}>"
 
     def _body(self) -> bytes:
-        """The goal's request body."""
-        return encode_fields(self._visitor_id, self._name, self._description, self._metadata)
+        """The goal's request body: the bytes the spool journaled, when it did (encoding is
+        deterministic: the same bytes either way); not kept otherwise, so that a goal waiting
+        in memory holds no copy of it."""
+        wire = self._wire
+        if wire is None:
+            return encode_fields(self._visitor_id, self._name, self._description, self._metadata)
+        return wire
 
     def done(self) -> bool:
         """Whether the goal's fate is known."""
@@ -183,6 +198,8 @@ def pending(
     delivery._goal = None
     delivery._outcome = None
     delivery._waiters = None
+    delivery._wire = None
+    delivery._spool = None
     return delivery
 
 

@@ -133,8 +133,9 @@ def new_result(event_id: str | None, message: str | None) -> GoalResult:
 class Stats:
     """A snapshot of the client's counters.
 
-    At every moment ``enqueued == delivered + failed + queued + in_flight``; ``dropped`` counts
-    goals refused at the door (queue full) and is not part of ``enqueued``.
+    At every moment ``enqueued == delivered + failed + queued + in_flight + spooled``;
+    ``dropped`` counts goals refused at the door (queue full, or the spool full) and is not
+    part of ``enqueued``.
 
     Attributes:
         enqueued: Goals accepted into the queue.
@@ -144,6 +145,10 @@ class Stats:
         retries: Attempts beyond the first, over all goals.
         queued: Goals waiting in the queue.
         in_flight: Goals being sent or waiting to retry.
+        spooled: Accepted goals held only on disk by the durable spool (``spool_path``): beyond
+            ``max_queue_size``, parked while the API is down or refuses every request, taken
+            over from an earlier run and not read back yet, or kept at the shutdown deadline
+            for the next start. Always 0 without a spool.
         concurrency_limit: The adaptive in-flight limit now (between 1 and ``concurrency``);
             a gauge, left out when two snapshots are compared.
     """
@@ -155,5 +160,6 @@ class Stats:
     retries: int = 0
     queued: int = 0
     in_flight: int = 0
+    spooled: int = 0
     # A gauge, not a counter: two snapshots compare equal when their counters are.
     concurrency_limit: int = attrs.field(default=0, eq=False)

@@ -5,11 +5,13 @@ alone. A goal enters with ``offer`` (from any thread), leaves the queue with ``t
 sender, in the client's loop) and ends with ``finish`` (``take_all`` takes every queued goal
 at once, to end them). At every moment::
 
-    enqueued == delivered + failed + queued + in_flight
+    enqueued == delivered + failed + queued + in_flight + spooled
 
-where ``queued`` is the queue's length and ``in_flight`` the goals taken and not yet finished
-(sending or waiting to retry). Every change to those numbers happens under one lock, so a
-snapshot taken from any thread is consistent.
+where ``queued`` is the queue's length, ``in_flight`` the goals taken and not yet finished
+(sending or waiting to retry) and ``spooled`` the goals held on disk only by the durable spool
+(beyond the bound, parked while the API is down, taken over from an earlier run, kept at the
+shutdown deadline). Every change to those numbers happens under one lock, so a snapshot taken
+from any thread is consistent.
 
 The bound counts goals waiting to retry together with the queued ones (``park``/``unpark``), so
 however long the API is down, at most ``maxsize`` goals wait and at most one per worker is
@@ -52,6 +54,7 @@ class GoalQueue:
         self._dropped = 0
         self._retries = 0
         self._parked = 0  # taken goals waiting to retry: they count against maxsize
+        self._spooled = 0  # goals on disk only (the durable spool)
         self._flush_waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
@@ -102,6 +105,68 @@ class GoalQueue:
             # Flush targets count takes: these goals are taken before the ones waited for.
             self._flush_waiters = [(t + len(items), f) for t, f in self._flush_waiters]
         return len(items)
+
+    def spill(self) -> None:
+        """Count a goal accepted straight onto disk (the spool holds it, not the queue).
+
+        Raises:
+            ClientClosedError: ``close_intake()`` was called.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closed:
+                raise ClientClosedError(
+                    "the DataFast client is closed; call start() to use it again"
+                )
+            self._enqueued += 1
+            self._spooled += 1
+        finally:
+            lock.release()
+
+    def adopt(self, count: int) -> None:
+        """Count goals taken over from an earlier run's spool: accepted, on disk only."""
+        with self._lock:
+            self._enqueued += count
+            self._spooled += count
+
+    def refill(self, deliveries: list[Delivery]) -> None:
+        """Goals read back from disk join the queue (behind what is queued), ignoring the
+        bound: the reader asks only for the room there is."""
+        with self._lock:
+            self._items.extend(deliveries)
+            self._spooled -= len(deliveries)
+
+    def discard(self, count: int) -> None:
+        """Goals read back from disk that cannot be sent (damaged records): failed."""
+        with self._lock:
+            self._spooled -= count
+            self._failed += count
+
+    def to_disk(self, delivery: Delivery, *, again: bool = True) -> bool:
+        """A goal taken earlier leaves memory for the spool: parked while the API is down
+        (``again``: it will be read back and taken again), or kept at the shutdown deadline.
+        ``False`` if it was not active."""
+        with self._lock:
+            index = self._active.pop(delivery, None)
+            if index is None:
+                return False
+            self._spooled += 1
+            if again:
+                # Flush targets count takes: this goal will be taken once more.
+                self._flush_waiters = [
+                    (t + 1 if t > index else t, f) for t, f in self._flush_waiters
+                ]
+        return True
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    def items(self) -> list[Delivery]:
+        """The goals queued now (a copy)."""
+        with self._lock:
+            return list(self._items)
 
     def record_drop(self) -> int:
         """Count one goal refused at the door; returns the running total."""
@@ -196,12 +261,20 @@ class GoalQueue:
     def flush_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[bool] | None:
         """A future set once every goal queued or in flight now has finished (None: already)."""
         with self._lock:
-            target = self._taken + len(self._items)
+            target = self._taken + len(self._items) + self._spooled
             if self._flushed(target):
                 return None
             future: asyncio.Future[bool] = loop.create_future()
             self._flush_waiters.append((target, future))
         return future
+
+    def release_flush_waiters(self, value: bool) -> None:
+        """Resolve every flush waiter with ``value`` (``False``: every goal still pending is
+        parked on disk, and the API is not taking them)."""
+        with self._lock:
+            waiters, self._flush_waiters = self._flush_waiters, []
+        for _, future in waiters:
+            _resolve(future, value)
 
     def discard_flush_waiter(self, future: asyncio.Future[bool]) -> None:
         self._flush_waiters = [(t, f) for t, f in self._flush_waiters if f is not future]
@@ -261,6 +334,7 @@ class GoalQueue:
                 retries=self._retries,
                 queued=len(self._items),
                 in_flight=len(self._active),
+                spooled=self._spooled,
             )
 
 

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import enum
 import os
+import threading
 import warnings
 import weakref
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import aiohttp
 import anyio
 
 from . import _delivery
+from ._durable import Spool
 from ._models import Stats
 from ._queue import GoalQueue
 from ._reporting import DropLog, Reporter, logger
@@ -69,6 +71,8 @@ class Run:
         self.warned = False
         #: Whether ``bind`` gave the run its parts (a run closed while NEW never had them).
         self.bound = False
+        #: The durable spool (``spool_path``), set by ``bind``.
+        self.spool: Spool | None = None
 
     def bind(
         self,
@@ -76,16 +80,29 @@ class Run:
         transport: Transport,
         reporter: Reporter,
         make_sender: Callable[[Run], Sender],
+        spool: Spool | None = None,
     ) -> None:
-        """Bind the run to ``loop`` with all its parts, and start the sender."""
+        """Bind the run to ``loop`` with all its parts, and start the sender (and open the
+        spool, in a thread)."""
         self.loop = loop
         self.transport = transport
         self.reporter = reporter
+        self.spool = spool
         self.sender = make_sender(self)
         self.bound = True
         self.state = RunState.RUNNING
         self.intake = loop
+        if spool is not None:
+            for delivery in self.queue.items():  # handed over before the run had a loop
+                spool.accept(delivery)
+            spool.open(self._adopted)
         self.sender.start()
+
+    def _adopted(self, count: int) -> None:
+        """The spool is open: ``count`` goals of an earlier run wait on disk, to send first."""
+        if count and self.state is RunState.RUNNING:
+            self.queue.adopt(count)
+            self.sender.notify()
 
     def stats(self) -> Stats:
         """A snapshot of the run's counters and its in-flight limit."""
@@ -136,16 +153,40 @@ class Run:
                 finally:
                     queue.discard_flush_waiter(drained)
             await sender.stop()
-            lost = sender.abandon_all(
-                f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
-            )
-            if lost:
+            reason = f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
+            lost = sender.abandon_all(reason)
+            spool = self.spool
+            if spool is not None:
+                spool.settle_held(reason)
+                await spool.aclose()
+            kept = queue.spooled
+            if lost and kept:
+                logger.warning(
+                    "%d goals were still undelivered at the shutdown deadline (%g s): %d are "
+                    "kept in the spool at %s for the next start; %d could not be kept and "
+                    "failed with ShutdownError (reported to on_failure)",
+                    lost + kept,
+                    seconds,
+                    kept,
+                    spool.journal.directory if spool is not None else "",
+                    lost,
+                )
+            elif kept:
+                logger.warning(
+                    "%d goals were still undelivered at the shutdown deadline (%g s): they "
+                    "are kept in the spool at %s; the next start sends them",
+                    kept,
+                    seconds,
+                    spool.journal.directory if spool is not None else "",
+                )
+            elif lost:
                 logger.warning(
                     "%d goals were still undelivered at the shutdown deadline (%g s): they "
                     "failed with ShutdownError (reported to on_failure)",
                     lost,
                     seconds,
                 )
+            queue.release_flush_waiters(False)
             await reporter.aclose(max(deadline - loop.time(), _CALLBACK_GRACE))
             reporter.failure_log.summarise_all()
             self.drops.at_close(queue.snapshot().dropped)
@@ -177,9 +218,23 @@ class Run:
         pending = self.queue.pending
         if was_bound:
             self.reporter.async_allowed = False
-            self.sender.abandon_all(
-                "the event loop ended before the goal was delivered (no aclose())"
-            )
+            reason = "the event loop ended before the goal was delivered (no aclose())"
+            lost = self.sender.abandon_all(reason)
+            spool = self.spool
+            if spool is not None:
+                spool.settle_held(reason)
+                # Off the (ending) loop: the files are written, synced and let go.
+                threading.Thread(target=spool.close, name="datafast-spool-close").start()
+                pending = lost
+                kept = self.queue.spooled
+                if kept:
+                    logger.warning(
+                        "the event loop of a DataFast client ended before aclose() with %d "
+                        "goals pending: they are kept in the spool at %s; the next start "
+                        "sends them",
+                        kept,
+                        spool.journal.directory,
+                    )
         self.final_stats = self.stats()
         if pending and not self.warned:
             self.warned = True

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from ._circuit import Circuit, CircuitState
 from ._delivery import Delivery
+from ._durable import Spool
 from ._errors import APIError, DataFastError, ShutdownError, TransportError, own_copy
 from ._limiter import Limiter
 from ._models import Goal, GoalResult
@@ -47,6 +48,8 @@ _CHUNK = 1000
 _PROBE_PATIENCE = 1.0
 # Worker deaths (bugs) after which the sender stops replacing them.
 _MAX_DEATHS = 100
+# The most goals read back from the spool at once.
+_READ_BATCH = 1000
 
 
 class Sender:
@@ -63,6 +66,7 @@ class Sender:
         loop: asyncio.AbstractEventLoop,
         workers: int,
         on_orphaned: Callable[[], Awaitable[None]] | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._queue = queue
         self._transport = transport
@@ -89,8 +93,11 @@ class Sender:
         self._deaths = 0
         #: Whether a worker is failing the waiting goals of the open circuit (one at a time).
         self._failing = False
-        self.circuit = Circuit(policy, loop)
+        self.circuit = Circuit(policy, loop, keeps=spool is not None)
         self._attempt_log = AttemptLog()
+        #: The durable spool, if any: goals parked there while the API is down, kept there at
+        #: the shutdown deadline, read back from there as the queue drains.
+        self._spool = spool
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -126,6 +133,8 @@ class Sender:
     def halt(self) -> None:
         """Stop taking work: workers cancelled from now on just end, and no retry is due."""
         self._stopping = True
+        if self._spool is not None:
+            self._spool.halted = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -159,17 +168,36 @@ class Sender:
         self._current = [None] * self._worker_count
         self._queue.take_all()
         ended = 0
+        spool = self._spool
         for delivery in self._queue.active:
             last, maybe = held.get(delivery, (None, False))
-            self._give_up(delivery, _shutdown_error(last, maybe, reason))
-            ended += 1
+            if spool is not None and spool.keep(delivery):
+                self._keep(delivery, last, maybe, reason)
+            else:
+                self._give_up(delivery, _shutdown_error(last, maybe, reason))
+                ended += 1
         return ended
+
+    def _keep(
+        self, delivery: Delivery, last: DataFastError | None, maybe: bool, reason: str
+    ) -> None:
+        """A goal left at the shutdown deadline that stays in the spool for the next start:
+        its ``Delivery`` settles with a ``ShutdownError`` whose ``spooled`` is ``True``, and
+        ``on_failure`` is not called."""
+        if self._queue.to_disk(delivery, again=False):
+            error = ShutdownError(
+                f"{reason}; kept in the spool for the next start",
+                maybe_delivered=maybe,
+                spooled=True,
+            )
+            error.__cause__ = last
+            delivery._settle(error)
 
     # -- the workers ----------------------------------------------------------------------
 
     async def _work(self, index: int) -> None:
         queue, ready, limiter, circuit = self._queue, self._ready, self._limiter, self.circuit
-        send, current = self._transport.send, self._current
+        send, current, spool = self._transport.send, self._current, self._spool
         item: _Item | None = None
         outcome: bytes | DataFastError
         try:
@@ -197,6 +225,8 @@ class Sender:
                             taken = queue.take()
                             if taken is not None:
                                 item = (taken, 1, None, False)
+                            if spool is not None and queue._spooled:
+                                self._want_more()  # goals wait on disk: read some back
                     if item is not None:
                         current[index] = item
                         epoch = limiter.epoch
@@ -305,6 +335,8 @@ class Sender:
             self._answered(delivery)
         if not self._queue.finish(delivery, True):
             return
+        if self._spool is not None:
+            self._spool.settled(delivery, "delivered")
         delivery._settle(body)
         # Only an on_success callback needs the Goal and the GoalResult: without one, neither
         # is built here.
@@ -317,8 +349,19 @@ class Sender:
         """The one place where a goal ends undelivered: counted, settled and reported."""
         if not self._queue.finish(delivery, False):
             return
+        if self._spool is not None:
+            self._spool.settled(delivery, "failed")
         delivery._settle(error)
         self._reporter.failed(delivery.goal, error)
+
+    def _park(self, delivery: Delivery) -> bool:
+        """With a spool: move a goal the API is not taking now (an open circuit, an API that
+        stays down) from memory to disk, to be read back once a probe gets through."""
+        spool = self._spool
+        if spool is None or not self._queue.is_active(delivery) or not spool.park(delivery):
+            return False
+        self._queue.to_disk(delivery)
+        return True
 
     def _attempt_failed(self, item: _Item, error: DataFastError, epoch: int) -> None:
         """An attempt that got no success: retry the goal later, or end it."""
@@ -329,13 +372,20 @@ class Sender:
         if error.opens_circuit:
             if not self.circuit.closed:  # the goals refused this way count with those it failed
                 self.circuit.failed_while_open += 1
-            self._give_up(delivery, error)
+            if not self._park(delivery):
+                self._give_up(delivery, error)
+            self._check_parked()
             return
         # A Retry-After holds the whole sender, whether or not this goal is retried.
         self._pause_for(error)
         now = self._loop.time()
         delay = decide(self._policy, error, attempt, now, self._close_deadline)
         if delay is None:
+            if error.retriable and self._park(delivery):
+                # Out of attempts on an error that may pass: with a spool the goal waits on
+                # disk and the API is treated as down, probed once per cool-down.
+                self._api_down(error)
+                return
             self._give_up(delivery, _with_flag(error, maybe))
             return
         if delay == PAST_DEADLINE:
@@ -398,6 +448,96 @@ class Sender:
             self._arm_timer(self._heap[0][0])
         self.notify(due)
 
+    # -- the spool --------------------------------------------------------------------------
+
+    def _api_down(self, error: DataFastError) -> None:
+        """With a spool, a goal ran out of attempts on an error that may pass: the API is
+        treated as down (the circuit opens: goals wait on disk, one probe per cool-down)."""
+        circuit = self.circuit
+        if circuit.state is _CLOSED:
+            circuit.trip(error, len(self._queue) + len(self._ready) + len(self._heap), down=True)
+            self.notify(self._worker_count)
+        self._check_parked()
+
+    def _check_parked(self) -> None:
+        """Every goal still pending is parked on disk and the API is not taking them: a
+        ``flush()`` (or ``aclose()``'s drain) waiting for them returns now, with ``False``."""
+        queue = self._queue
+        if (
+            self._spool is not None
+            and not self.circuit.closed
+            and queue._spooled
+            and not len(queue)
+            and not self._ready
+            and not self._heap
+            and not queue.pending
+        ):
+            queue.release_flush_waiters(False)
+
+    def all_parked(self) -> bool:
+        """Whether every goal pending is parked on disk behind a circuit that is not closed."""
+        queue = self._queue
+        return (
+            self._spool is not None
+            and not self.circuit.closed
+            and bool(queue._spooled)
+            and not len(queue)
+            and not self._ready
+            and not self._heap
+            and not queue.pending
+        )
+
+    def _want_more(self) -> None:
+        """Read goals back from disk when the queue runs low (one at a time, to probe with,
+        while the circuit is half-open)."""
+        spool, queue = self._spool, self._queue
+        if spool is None or spool.reading or not queue._spooled or self._stopping:
+            return
+        circuit = self.circuit
+        if circuit.state is _CLOSED:
+            queued = len(queue)
+            if queued > queue.maxsize // 2:
+                return
+            limit = min(queue.maxsize - queued - queue._parked, _READ_BATCH)
+            if limit < 1:
+                return
+        elif (
+            circuit.refresh() is CircuitState.HALF_OPEN
+            and circuit.probe is None
+            and not len(queue)
+            and not self._ready
+        ):
+            limit = 1
+        else:
+            return
+        spool.read_back(limit, self._read_done)
+
+    def refill(self, deliveries: list[Delivery]) -> None:
+        """Goals back from disk (or that could not go there after all) join the queue."""
+        queue = self._queue
+        if self._stopping:
+            # Goals meant for disk that the journal could not take as the run ended: failed,
+            # counted, said (never silently lost).
+            queue.discard(len(deliveries))
+            for delivery in deliveries:
+                delivery._settle(ShutdownError("the spool could not keep the goal at shutdown"))
+            logger.error(
+                "%d goals meant for the spool could not be written to it as the client "
+                "closed: they are lost (see the spool's WARNING above)",
+                len(deliveries),
+            )
+            return
+        queue.refill(deliveries)
+        self.notify(len(deliveries))
+
+    def _read_done(self, count: int) -> None:
+        if self._stopping or self._spool is None:
+            return
+        if count:
+            self._want_more()
+        elif self._queue._spooled:
+            self._spool.retry_later(self._want_more)
+
     # -- the open circuit -------------------------------------------------------------------
 
     async def _past_the_circuit(self) -> _Item | None:
@@ -429,6 +569,8 @@ class Sender:
                 if taken is not None:
                     item = (taken, 1, None, False)
             if item is None:
+                if self._spool is not None and self._queue._spooled:
+                    self._want_more()  # every goal is on disk: read one back to probe with
                 await self._wait_for_work()
                 return None
             circuit.probe = item[0]
@@ -458,11 +600,16 @@ class Sender:
             if taken is None:
                 break
             doomed.append((taken, False))
+        failed = 0
         for delivery, maybe in doomed:
+            if self._park(delivery):
+                continue  # with a spool: it waits on disk for the circuit to close
             error = own_copy(cause)
             error.maybe_delivered = maybe  # this goal's own, not the cause's
             self._give_up(delivery, error)
-        circuit.failed_while_open += len(doomed)
+            failed += 1
+        circuit.failed_while_open += failed
+        self._check_parked()
         return bool(doomed)
 
     # -- send(): the caller's own request, sharing the limit, the pause and the circuit ---

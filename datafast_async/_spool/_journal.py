@@ -45,7 +45,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -67,6 +67,7 @@ from ._ownership import (
 )
 from ._records import (
     ACK_RESERVE_BASE,
+    Record,
     ack_line,
     check_id,
     check_outcome,
@@ -79,6 +80,7 @@ __all__ = ["Append", "Journal"]
 
 _NAMESPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _CAP_LOG_WINDOW = 60.0
+_READ_CHUNK = 1 << 20  # bytes read_back reads at once
 
 
 class Append(enum.Enum):
@@ -123,6 +125,10 @@ class _Segment:
     dirty: bool = False
     #: Its goals are all acknowledged but deleting it failed: tried again at each sync.
     doomed: bool = False
+    #: Taken over at ``open``: every goal pending in it is waiting to be read back.
+    adopted: bool = False
+    #: Its place in the order files are read back in (taken over first, then created).
+    seq: int = 0
 
 
 _MISSING = object()
@@ -175,7 +181,10 @@ class Journal:
         self._write_interval = write_interval
         self._sync_interval = sync_interval
         self._background = background
-        self._id_prefix = os.urandom(6).hex() + "-"
+        prefix = os.urandom(6).hex()
+        self._id_prefix = prefix + "-"
+        #: Ids of goals held on disk only (overflow, parked): ``read_back`` finds them by it.
+        self._spill_prefix = prefix + "s"
         self._id_counter = itertools.count(1)
         self._paths: dict[str, bytes] = {}
         self._outcomes: set[str] = set()
@@ -193,6 +202,13 @@ class Journal:
         self._faults: dict[str, int] = {}
         self._refused = 0
         self._cap_logged_at: float | None = None
+        #: Spilled goals journaled and not read back yet (they are in no dict).
+        self._spilled = 0
+        #: Goals taken over at ``open`` and not read back yet.
+        self._adopted_unread = 0
+        # Where ``read_back`` goes on: a file (by ``seq``) and a byte offset in it.
+        self._cursor = (0, 0)
+        self._seq = itertools.count()
 
         # The writer's side: under _step_lock.
         self._step_lock = threading.Lock()
@@ -209,6 +225,9 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._stopping = False
+        #: Called in the writer's thread at the start of each step (before the buffers are
+        #: swapped): the client hands over the goals it accepted since the last step.
+        self.before_step: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -239,7 +258,12 @@ class Journal:
     @property
     def pending(self) -> int:
         """Goals journaled (or taken over) and not acknowledged."""
-        return len(self._known)
+        return len(self._known) + self._spilled
+
+    @property
+    def unread(self) -> int:
+        """Goals on disk only, waiting for ``read_back``: spilled, and taken over at ``open``."""
+        return self._spilled + self._adopted_unread
 
     @property
     def faults(self) -> dict[str, int]:
@@ -264,9 +288,15 @@ class Journal:
 
     # -- the loop's side ------------------------------------------------------------------
 
-    def new_id(self) -> str:
-        """A goal id unique across processes and restarts (a random prefix and a counter)."""
-        return f"{self._id_prefix}{next(self._id_counter):x}"
+    def new_id(self, *, spilled: bool = False) -> str:
+        """A goal id unique across processes and restarts (a random prefix and a counter).
+
+        ``spilled``: for a goal held on disk only (beyond the queue's bound, or parked while
+        the API is down), which ``read_back`` returns later; the journal keeps nothing of it
+        in memory until then.
+        """
+        prefix = self._spill_prefix if spilled else self._id_prefix
+        return f"{prefix}{next(self._id_counter):x}"
 
     def append(self, goal_id: str, path: str, body: bytes) -> Append:
         """Journal one request: ``body`` (its JSON, one line) for the endpoint ``path``.
@@ -304,8 +334,11 @@ class Journal:
             else:
                 refused = False
                 self._size += cost
-                known[goal_id] = reserve
-                self._unwritten[goal_id] = len(self._lines)
+                if goal_id.startswith(self._spill_prefix):
+                    self._spilled += 1  # nothing of it in memory until read back
+                else:
+                    known[goal_id] = reserve
+                    self._unwritten[goal_id] = len(self._lines)
                 self._ids.append(goal_id)
                 self._lines.append(line)
         finally:
@@ -400,6 +433,7 @@ class Journal:
             self._known = {
                 record.id: ACK_RESERVE_BASE + len(record.id) for record in adoption.records
             }
+            self._adopted_unread = len(adoption.records)
             self._state = _State.OPEN
         self._report_adoption(adoption)
         adoption.files = []  # held by the journal now: not the caller's to release
@@ -412,6 +446,8 @@ class Journal:
 
     def _take(self, adopted: Adopted) -> None:
         segment = _Segment(adopted.held, adopted.size, len(adopted.pending), len(adopted.pending))
+        segment.adopted = True
+        segment.seq = next(self._seq)
         if not adopted.ends_clean:  # its last record lacks its newline: add it first
             segment.out += b"\n"
             segment.size += 1
@@ -505,6 +541,14 @@ class Journal:
         ``close`` finishes the job or the process exits.
         """
         deadline = time.monotonic() + timeout
+        hook = self.before_step
+        if hook is not None and self._state is _State.OPEN:
+            # What the client handed over last is journaled while appends are still taken.
+            try:
+                hook()
+            except Exception:
+                self._fault("internal")
+                logger.exception("the spool writer failed unexpectedly")
         with self._lock:
             state = self._state
             if state in (_State.CLOSED, _State.ABANDONED):
@@ -558,6 +602,7 @@ class Journal:
             self._state = _State.CLOSED
             self._known = {}
             self._size = 0
+            self._spilled = self._adopted_unread = 0
         if not ok and unwritten:
             logger.error(
                 "%d goals could not be written to the spool at %s before it closed (%s): "
@@ -588,6 +633,92 @@ class Journal:
         self._known = {}
         self._ids, self._lines, self._unwritten, self._acks = [], [], {}, []
         self._size = 0
+        self._spilled = self._adopted_unread = 0
+
+    def read_back(self, limit: int) -> list[Record]:
+        """Up to ``limit`` goals held on disk only, oldest first, each once: those taken over
+        at ``open``, then the spilled ones (``new_id(spilled=True)``) in the order they were
+        appended. From now on they are pending in memory like any other goal: ``ack`` them.
+
+        Blocking (it reads files): run it in a thread. Records still buffered are written
+        first; a spilled record that cannot be written yet (a full disk) is read back once it
+        is. Never raises for a fault of the spool: a file that cannot be read is skipped (the
+        writer journals its goals again, see ``_recover``).
+        """
+        if limit < 1:
+            return []
+        with self._step_lock:
+            if self._state not in (_State.OPEN, _State.CLOSING):
+                return []
+            self._step_locked(sync=False)  # what is buffered goes to its file first
+            if not (self._spilled or self._adopted_unread):
+                return []
+            found: list[tuple[Record, _Segment]] = []
+            seq, offset = self._cursor
+            for segment in list(self._segments):
+                if segment.seq < seq:
+                    continue
+                if segment.seq > seq:
+                    seq, offset = segment.seq, 0
+                offset = self._read_segment(segment, offset, limit, found)
+                if len(found) >= limit:
+                    break
+            self._cursor = (seq, offset)
+            spill = self._spill_prefix
+            spilled = adopted = 0
+            for record, segment in found:
+                if record.id.startswith(spill):
+                    self._where[record.id] = segment
+                    spilled += 1
+                else:
+                    adopted += 1
+            with self._lock:
+                for record, _ in found:
+                    if record.id.startswith(spill):
+                        self._known[record.id] = ACK_RESERVE_BASE + len(record.id)
+                self._spilled -= spilled
+                self._adopted_unread -= adopted
+        return [record for record, _ in found]
+
+    def _read_segment(
+        self, segment: _Segment, offset: int, limit: int, found: list[tuple[Record, _Segment]]
+    ) -> int:
+        """Read back from ``segment`` at ``offset`` into ``found``; the offset to go on at."""
+        spill = self._spill_prefix
+        adopted = segment.adopted
+        where = self._where
+        chunk = _READ_CHUNK
+        while len(found) < limit:
+            try:
+                data = os.pread(segment.held.fd, chunk, offset)
+            except OSError:
+                return offset  # read again later; _check_lost sees to a lost file
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                if len(data) < chunk:
+                    return offset  # nothing more, or a last line not whole yet
+                chunk *= 2  # a line longer than the chunk
+                continue
+            start = 0
+            while start < end and len(found) < limit:
+                stop = data.index(b"\n", start)
+                line = data[start:stop]
+                start = stop + 1
+                if not line.startswith(b'{"id":"'):
+                    continue  # an acknowledgement (or a damaged line, counted at open)
+                goal_id = line[7 : line.find(b'"', 7)].decode("ascii", "replace")
+                if adopted:
+                    if where.get(goal_id) is not segment:
+                        continue  # acknowledged in the file, or already pending elsewhere
+                elif not goal_id.startswith(spill):
+                    continue  # a goal that was kept in memory
+                parsed = read_lines(line + b"\n")
+                if parsed.records:
+                    found.append((parsed.records[0], segment))
+            offset += start
+            if len(data) < chunk and start >= end:
+                return offset
+        return offset
 
     # -- the writer -----------------------------------------------------------------------
 
@@ -615,6 +746,9 @@ class Journal:
 
     def _step_locked(self, *, sync: bool) -> bool:
         try:
+            hook = self.before_step
+            if hook is not None:
+                hook()
             with self._lock:
                 ids, lines, acks = self._ids, self._lines, self._acks
                 self._ids, self._lines, self._unwritten, self._acks = [], [], {}, []
@@ -645,7 +779,8 @@ class Journal:
     def _route_record(self, goal_id: str, line: bytes) -> None:
         if self._unplaced or not self._place(goal_id, line):
             self._unplaced.append((goal_id, line))
-            self._where[goal_id] = None
+            if not goal_id.startswith(self._spill_prefix):
+                self._where[goal_id] = None
 
     def _place(self, goal_id: str, line: bytes) -> bool:
         segment = self._current
@@ -657,7 +792,8 @@ class Journal:
         segment.size += len(line)
         segment.pending += 1
         segment.records += 1
-        self._where[goal_id] = segment
+        if not goal_id.startswith(self._spill_prefix):  # found by read_back instead
+            self._where[goal_id] = segment
         return True
 
     def _route_ack(self, goal_id: str, line: bytes) -> None:
@@ -691,7 +827,9 @@ class Journal:
             # The directory was removed under the running journal: make it again (0700).
             make_directory(self._directory)
             held = create(*args)
-        return _Segment(held, 0, 0, 0)
+        segment = _Segment(held, 0, 0, 0)
+        segment.seq = next(self._seq)
+        return segment
 
     def _rotate(self) -> _Segment | None:
         try:
@@ -742,7 +880,10 @@ class Journal:
                 self._unplaced = unplaced[index:]
                 break
         ok = not self._unplaced
-        for segment in self._segments:
+        # Newest file first: a goal's record (always in the newest file) is on disk before an
+        # acknowledgement written in the same step to an older one (a goal parked again is
+        # journaled anew, then its old record acknowledged: never the other way round).
+        for segment in reversed(self._segments):
             out = segment.out
             if not out:
                 continue
@@ -751,6 +892,9 @@ class Journal:
                     written = os.write(segment.held.fd, out)
                     del out[:written]
                     segment.dirty = True
+                # A new buffer: one emptied from the front keeps its largest size allocated
+                # (a file's worth, for every file the journal holds).
+                segment.out = bytearray()
             except OSError as exc:
                 self._write_error = exc
                 ok = False
@@ -806,10 +950,13 @@ class Journal:
         except OSError:
             data = b""
         data += bytes(segment.out)
+        spill = self._spill_prefix
         records = [
             record
-            for record in read_lines(data).records
+            for record in read_lines(data).pending
             if self._where.get(record.id, _MISSING) is segment
+            # A spilled goal not read back yet (one read back is in _where).
+            or (record.id.startswith(spill) and record.id not in self._where)
         ]
         lost = [goal_id for goal_id, where in self._where.items() if where is segment]
         self._forget(segment)

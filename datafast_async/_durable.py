@@ -1,0 +1,370 @@
+"""The client's side of the durable spool (``spool_path``): which goal is on disk, and when.
+
+``_spool.Journal`` writes and reads the files; this module decides what goes there, for one
+run of a client:
+
+- every goal accepted into memory is handed to the journal's writer thread (``accept``: a
+  deque append on ``track``'s path; the thread encodes the body, the bytes the sender sends,
+  and journals it within about 0.1 s);
+- a goal beyond ``max_queue_size`` (or behind goals already waiting on disk) goes to disk only
+  (``spill``); so does a goal parked while the API is down or refuses every request (``park``);
+  ``read_back`` brings them back, oldest first, as the queue drains;
+- a settled goal is acknowledged (``settled``); a goal settled before its turn to be journaled
+  is never written; one kept at the shutdown deadline stays journaled (``keep``).
+
+A ``Delivery``'s ``_spool`` slot says where the goal is in this: ``None`` (in memory, waiting
+for the writer), ``SPILL`` (to be journaled as held on disk only), ``SKIP`` (settled before it
+was written), ``MEMORY`` (it could not be journaled: memory only), or its journal id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+from ._delivery import Delivery, pending
+from ._errors import DataFastError, ShutdownError
+from ._reporting import logger
+from ._spool import Append, Journal, Record
+from ._validation import validate_goal
+from ._wire import encode_fields
+
+__all__ = ["MEMORY", "SKIP", "SPILL", "Spool"]
+
+SPILL = object()
+SKIP = object()
+MEMORY = object()
+# A journaled record's size as track() guesses it (the journal counts exactly when it writes):
+# goals go to disk only while the journal has room for them.
+_RECORD_GUESS = 400
+# Seconds before reading back again when goals counted on disk could not be read (a record
+# that a full disk keeps from being written).
+_STALLED_RETRY = 1.0
+_CLOSE_TIMEOUT = 10.0
+
+
+class Spool:
+    """The durable spool of one run of a client, bound to its loop."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        path: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_refill: Callable[[list[Delivery]], None],
+        on_damaged: Callable[[int], None],
+    ) -> None:
+        self.journal = journal
+        self._path = path
+        self._loop = loop
+        self._on_refill = on_refill
+        self._on_damaged = on_damaged
+        self._intake: deque[Delivery] = deque()
+        # Guards a goal's ``_spool`` slot between the loop and the writer thread.
+        self._lock = threading.Lock()
+        #: Goals on disk only whose ``Delivery`` the app may still hold (weakly).
+        self._held: weakref.WeakValueDictionary[str, Delivery] = weakref.WeakValueDictionary()
+        #: The journal is open (its files taken over): goals may go to disk only.
+        self.opened = False
+        #: Nothing goes to the journal any more (it could not be opened, or it is closed).
+        self.off = False
+        self.adopted = 0
+        self.reading = False
+        #: The sender has stopped: goals read back from now on stay pending in the journal
+        #: (kept for the next start), not in the queue.
+        self.halted = False
+        self._open_task: asyncio.Task[None] | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        journal.before_step = self._drain
+
+    def __repr__(self) -> str:
+        return f"<Spool {self.journal.directory!r} opened={self.opened} off={self.off}>"
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def open(self, on_adopted: Callable[[int], None]) -> None:
+        """Open the journal in a thread (it takes over the files an earlier run left);
+        ``on_adopted(count)`` then runs in the loop."""
+        self._open_task = self._loop.create_task(self._open(on_adopted), name="datafast-spool")
+
+    async def _open(self, on_adopted: Callable[[int], None]) -> None:
+        try:
+            adoption = await anyio.to_thread.run_sync(self.journal.open)
+        except Exception:
+            logger.exception("the spool could not be opened: goals are kept in memory only")
+            self._turn_off()
+            return
+        if not self.journal.journaling:
+            self._turn_off()  # the journal said why (one ERROR)
+            return
+        self.opened = True
+        self.adopted = count = len(adoption.records)
+        adoption.records = []  # read back from the files as the queue drains, not kept here
+        if count:
+            logger.warning(
+                "%d goals not yet delivered by an earlier run were found in the spool at %s: "
+                "they are sent first",
+                count,
+                self.journal.directory,
+            )
+        on_adopted(count)
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` seconds) for the journal to be open."""
+        task = self._open_task
+        if task is not None and not task.done():
+            with anyio.move_on_after(timeout):
+                await asyncio.shield(task)
+
+    def _turn_off(self) -> None:
+        self.off = True
+        with self._lock:
+            waiting = list(self._intake)
+            self._intake.clear()
+            for delivery in waiting:
+                if delivery._spool is None:
+                    delivery._spool = MEMORY
+
+    # -- intake (any thread) ----------------------------------------------------------------
+
+    def accept(self, delivery: Delivery) -> None:
+        """A goal accepted into memory: the writer journals it within about 0.1 s."""
+        if not self.off:
+            self._intake.append(delivery)
+
+    def can_spill(self) -> bool:
+        """Whether a goal may go to disk only now (the journal is open, writes, has room)."""
+        journal = self.journal
+        return (
+            self.opened
+            and not self.off
+            and journal.journaling
+            and journal.size + (len(self._intake) + 1) * _RECORD_GUESS <= journal.max_bytes
+        )
+
+    def spill(self, delivery: Delivery) -> None:
+        """A goal accepted onto disk only (``can_spill`` said yes)."""
+        delivery._spool = SPILL
+        self._intake.append(delivery)
+
+    # -- the writer's thread ----------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Journal the goals accepted since the last step (in the writer's thread)."""
+        intake, journal, path, lock = self._intake, self.journal, self._path, self._lock
+        handed_back: list[Delivery] = []
+        while True:
+            try:
+                delivery = intake.popleft()
+            except IndexError:
+                break
+            body = delivery._wire
+            if body is None:
+                body = encode_fields(
+                    delivery._visitor_id, delivery._name, delivery._description, delivery._metadata
+                )
+            with lock:
+                mark = delivery._spool
+                if mark is not None and mark is not SPILL:
+                    continue  # settled before its turn (SKIP), or journaled already
+                spilled = mark is SPILL
+                goal_id = journal.new_id(spilled=spilled)
+                done = journal.append(goal_id, path, body)
+                if done is Append.JOURNALED:
+                    delivery._wire = body
+                    delivery._spool = goal_id
+                    if spilled:
+                        self._held[goal_id] = delivery
+                else:
+                    delivery._spool = MEMORY
+                    if spilled:
+                        handed_back.append(delivery)
+        if handed_back and not self._loop.is_closed():
+            # Accepted onto disk, but the journal could not take them after all (a write
+            # failed, or it filled up): they go to memory, past the queue's bound.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._on_refill, handed_back)
+
+    # -- settling and parking (the loop) ----------------------------------------------------
+
+    def settled(self, delivery: Delivery, outcome: str) -> None:
+        """A goal delivered (``"delivered"``) or finally failed (``"failed"``)."""
+        mark = delivery._spool
+        if type(mark) is str:  # journaled: only the loop changes it from now on
+            self.journal.ack(mark, outcome)
+            return
+        with self._lock:
+            mark = delivery._spool
+            if mark is None:
+                delivery._spool = SKIP  # not written yet: it never will be
+            elif type(mark) is str:
+                self.journal.ack(mark, outcome)
+
+    def park(self, delivery: Delivery) -> bool:
+        """Move a goal from memory to disk only, to be read back later (behind the goals
+        already there); ``False`` if it cannot be (the spool is off, failing or full)."""
+        if self.off or not self.opened:
+            return False
+        with self._lock:
+            mark = delivery._spool
+            if mark is None:
+                delivery._spool = SPILL  # the writer has not reached it: it journals it so
+                return True
+            if type(mark) is not str:
+                return False
+            journal = self.journal
+            if not journal.journaling:
+                return False
+            body = delivery._body()
+            goal_id = journal.new_id(spilled=True)
+            if journal.append(goal_id, self._path, body) is not Append.JOURNALED:
+                return False
+            journal.ack(mark, "parked")  # written after the new record (newest file first)
+            delivery._wire = body
+            delivery._spool = goal_id
+            self._held[goal_id] = delivery
+            return True
+
+    def keep(self, delivery: Delivery) -> bool:
+        """At the shutdown deadline: whether the goal stays journaled for the next start."""
+        with self._lock:
+            mark = delivery._spool
+            if mark is None or mark is SPILL:
+                return not self.off and self.journal.journaling  # the writer journals it
+            return type(mark) is str
+
+    # -- reading back (the loop) ------------------------------------------------------------
+
+    def read_back(self, limit: int, on_done: Callable[[int], None]) -> None:
+        """Read up to ``limit`` goals back from disk into the queue (``on_refill``), in a
+        thread; then ``on_done(count)`` in the loop. One read at a time."""
+        if self.reading or self.off or self.halted or not self.opened:
+            return
+        self.reading = True
+        self._loop.create_task(self._read(limit, on_done), name="datafast-spool-read")
+
+    async def _read(self, limit: int, on_done: Callable[[int], None]) -> None:
+        count = 0
+        try:
+            records = await anyio.to_thread.run_sync(self.journal.read_back, limit)
+            count = len(records)
+            if not self.halted:
+                self._bring_back(records)
+        except Exception:
+            logger.exception("reading goals back from the spool failed; trying again in 1 s")
+            count = 0
+        finally:
+            self.reading = False
+        on_done(count)
+
+    def _bring_back(self, records: list[Record]) -> None:
+        back: list[Delivery] = []
+        damaged = 0
+        for record in records:
+            with self._lock:
+                delivery = self._held.pop(record.id, None)
+            if delivery is None or delivery.done():
+                delivery = _rebuilt(record)
+                if delivery is None:
+                    damaged += 1
+                    self.journal.ack(record.id, "damaged")
+                    continue
+            delivery._wire = record.body
+            delivery._spool = record.id
+            back.append(delivery)
+        if damaged:
+            logger.warning(
+                "%d goals read back from the spool at %s are not valid goals (edited or "
+                "damaged records): they are dropped and counted as failed",
+                damaged,
+                self.journal.directory,
+            )
+            self._on_damaged(damaged)
+        if back:
+            self._on_refill(back)
+
+    def retry_later(self, again: Callable[[], None]) -> None:
+        """Read back again in a second (records counted on disk could not be read yet)."""
+        if self._stall_timer is None:
+
+            def fire() -> None:
+                self._stall_timer = None
+                again()
+
+            self._stall_timer = self._loop.call_later(_STALLED_RETRY, fire)
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def settle_held(self, reason: str) -> int:
+        """At the end of the run: the goals on disk only whose ``Delivery`` the app holds
+        settle with a ``ShutdownError`` whose ``spooled`` is ``True``."""
+        with self._lock:
+            held = list(self._held.values())
+            self._held.clear()
+        for delivery in held:
+            delivery._settle(ShutdownError(reason, spooled=True))
+        return len(held)
+
+    def close(self) -> bool:
+        """Write what is buffered, fsync, and let go of the files (blocking: a thread)."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self.off = True
+        return self.journal.close(timeout=_CLOSE_TIMEOUT)
+
+    def close_at_exit(self, pending: int) -> bool:
+        """The process exits with this run not closed: journal what is waiting and close;
+        ``True`` (after one WARNING) if the goals pending are kept for the next start."""
+        if self.off or not self.opened:
+            return False
+        closed = self.close()
+        if closed and pending:
+            logger.warning(
+                "the process is exiting with %d goals pending in a DataFast client that was "
+                "not closed: they are kept in the spool at %s; the next start sends them",
+                pending,
+                self.journal.directory,
+            )
+        return closed
+
+    async def aclose(self) -> bool:
+        """``close`` off the loop (after the open finished: it may still be scanning)."""
+        task = self._open_task
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        return await anyio.to_thread.run_sync(self.close)
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: close the inherited journal files without unlocking them."""
+        self._lock = threading.Lock()
+        self._intake = deque()
+        self.off = True
+        self.journal.abandon_after_fork()
+
+
+def _rebuilt(record: Record) -> Delivery | None:
+    """A ``Delivery`` for a goal read back from disk whose ``Delivery`` nobody holds (from an
+    earlier run, or dropped by the app); ``None`` if the record is not a valid goal."""
+    try:
+        body = json.loads(record.body)
+        if not isinstance(body, dict):
+            return None
+        fields = validate_goal(
+            body.get("datafast_visitor_id"),
+            body.get("name"),
+            body.get("description"),
+            body.get("metadata"),
+        )
+    except (ValueError, TypeError, DataFastError, RecursionError):
+        return None
+    return pending(*fields)
