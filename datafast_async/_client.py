@@ -476,6 +476,25 @@ class DataFast:
             delivery._settle(_DISABLED)
             return delivery
         run = self._current_run(start=False)
+        spool = run.spool
+        if spool is not None:
+            # With a spool, a full queue is no reason to wait: the goal goes to disk. Only a
+            # spool that is full (or cannot be written) makes track() wait for room.
+            queue = run.queue
+            if not queue.spooled and queue.offer(delivery):
+                spool.accept(delivery)
+            elif spool.can_spill():
+                queue.spill()
+                spool.spill(delivery)
+            else:
+                delivery = await self._wait_for_room(run, delivery)
+                spool.accept(delivery)
+            run.sender.notify()
+            return delivery
+        return await self._wait_for_room(run, delivery)
+
+    async def _wait_for_room(self, run: Run, delivery: Delivery) -> Delivery:
+        """``on_full="block"``: wait for room in the queue (at most ``timeout`` seconds)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         while not run.queue.offer(delivery):
