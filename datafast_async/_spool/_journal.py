@@ -425,6 +425,7 @@ class Journal:
             for adopted in adoption.files:
                 self._take(adopted)
                 reserved += sum(ACK_RESERVE_BASE + len(goal_id) for goal_id in adopted.pending)
+            first.seq = next(self._seq)  # after the files taken over: read back after them
             self._segments.append(first)
             self._current = first
             self._dir_dirty = True
@@ -827,9 +828,7 @@ class Journal:
             # The directory was removed under the running journal: make it again (0700).
             make_directory(self._directory)
             held = create(*args)
-        segment = _Segment(held, 0, 0, 0)
-        segment.seq = next(self._seq)
-        return segment
+        return _Segment(held, 0, 0, 0)
 
     def _rotate(self) -> _Segment | None:
         try:
@@ -838,6 +837,7 @@ class Journal:
             self._write_error = exc
             return None
         old, self._current = self._current, segment
+        segment.seq = next(self._seq)
         self._segments.append(segment)
         self._dir_dirty = True
         if old is not None and old.pending == 0:
