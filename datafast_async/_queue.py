@@ -142,6 +142,13 @@ class GoalQueue:
         with self._lock:
             self._spooled -= count
             self._failed += count
+            # They were counted in flush targets as goals still to take: they never will be.
+            taken = self._taken
+            self._flush_waiters = [
+                (t - min(count, t - taken) if t > taken else t, f) for t, f in self._flush_waiters
+            ]
+        if self._flush_waiters:
+            self._check_flush()
 
     def to_disk(self, delivery: Delivery, *, again: bool = True) -> bool:
         """A goal taken earlier leaves memory for the spool: parked while the API is down
