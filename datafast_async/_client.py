@@ -177,7 +177,10 @@ class DataFast:
                 "spool_path needs POSIX file locks (fcntl.flock), which this platform does not "
                 "have: leave spool_path and DATAFAST_SPOOL_PATH unset here"
             )
-        return os.path.abspath(os.path.expanduser(path))
+        path = os.path.expanduser(path)
+        # An absolute path (the usual one) is made absolute without a getcwd() call: the
+        # client is often built in a coroutine (a lifespan), where that is a blocking call.
+        return os.path.normpath(path) if os.path.isabs(path) else os.path.abspath(path)
 
     def __repr__(self) -> str:
         s = self._settings
