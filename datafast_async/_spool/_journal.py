@@ -3,7 +3,7 @@
 ``Journal`` is owned by one client and used from its event loop: ``append`` and ``ack`` only
 put bytes in a buffer (no I/O, no JSON encoding: the body is already bytes) under a lock that
 is never held across I/O. A writer thread of the journal's own writes the buffer out about
-every ``write_interval`` (0.1 s) and fsyncs about every ``sync_interval`` (1 s). So a process
+every ``write_interval`` (0.05 s) and fsyncs about every ``sync_interval`` (1 s). So a process
 killed loses at most the goals of the last ~0.1 s, a machine that crashes those of the last
 ~1 s; a goal settled but not yet acknowledged on disk comes back after a crash (the duplicate
 window).
@@ -154,7 +154,7 @@ class Journal:
         *,
         max_bytes: int = 64 * 2**20,
         segment_bytes: int = 256 * 2**10,
-        write_interval: float = 0.1,
+        write_interval: float = 0.05,
         sync_interval: float = 1.0,
         background: bool = True,
     ) -> None:
