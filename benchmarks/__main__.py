@@ -26,7 +26,7 @@ from . import _report
 from ._proc import CLIENT_CPU, SERVER_CPU, cpu_count, pin
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("enqueue", "delivery", "handler", "memory", "drain", "adaptive")
+SECTIONS = ("enqueue", "delivery", "handler", "memory", "drain", "adaptive", "spool")
 
 # (full, quick) settings of each section.
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -81,6 +81,42 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "factors": (0.8,),
         },
     ),
+    "spool": (
+        {
+            "rounds": 9,
+            "delivery_rounds": 5,
+            "batch": 2_000,
+            "total": 5_000,
+            "concurrency": 64,
+            "disk_goals": 10_000,
+            "replay_goals": 100_000,
+            "replay_rounds": 1,
+            "kill_rounds": 2,
+            "kill_rate": 1_000.0,
+            "kill_after": 3.0,
+            "memory_rounds": 2,
+            "memory_small": 10_000,
+            "memory_large": 100_000,
+            "max_queue_size": 10_000,
+        },
+        {
+            "rounds": 1,
+            "delivery_rounds": 1,
+            "batch": 500,
+            "total": 200,
+            "concurrency": 64,
+            "disk_goals": 200,
+            "replay_goals": 1_000,
+            "replay_rounds": 1,
+            "kill_rounds": 1,
+            "kill_rate": 1_000.0,
+            "kill_after": 0.5,
+            "memory_rounds": 1,
+            "memory_small": 500,
+            "memory_large": 5_000,
+            "max_queue_size": 500,
+        },
+    ),
 }
 
 
@@ -105,6 +141,10 @@ def _run_section(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         from . import adaptive
 
         return adaptive.run(**settings)
+    if name == "spool":
+        from . import spool
+
+        return spool.run(**settings)
     from . import drain
 
     return drain.run(**settings)

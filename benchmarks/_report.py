@@ -32,6 +32,8 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:,.0f}/s"
     if unit == "µs":
         return f"{value:.0f} µs"
+    if unit == "µs2":
+        return f"{value:.2f} µs"
     if unit == "ms":
         return f"{value:.1f} ms"
     if unit == "MiB":
@@ -61,7 +63,7 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
         ratio: dict[str, Any] | None,
         goal: str,
         judged: dict[str, Any] | None,
-        test: Callable[[float], bool],
+        test: Callable[[float], bool] | None,
     ) -> None:
         if judged is None:
             return
@@ -76,7 +78,8 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
                 "ratio": _spread(ratio, "x") if ratio is not None else "",
                 "goal": goal,
                 "median": value,
-                "met": bool(test(value)) and not math.isnan(value),
+                # None: a figure reported, with no goal to meet.
+                "met": None if test is None else bool(test(value)) and not math.isnan(value),
             }
         )
 
@@ -146,6 +149,7 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
         lambda v: v >= 0.9,
     )
     _adaptive_goals(results.get("adaptive"), add)
+    _spool_goals(results.get("spool"), add)
     return rows
 
 
@@ -295,6 +299,121 @@ def _adaptive_goals(adaptive: dict[str, Any] | None, add: Callable[..., None]) -
         )
 
 
+def _spool_goals(spool: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """Issue 9's figures for the durable spool, each beside the same client without one."""
+    if spool is None:
+        return
+    settings = spool["settings"]
+    ratio = _s(spool, "track_ratio")
+    add(
+        "`track_nowait` with a spool (its writer thread running; 2-key metadata)",
+        (_s(spool, "track_nowait_spool_ns"), "ns"),
+        ("without a spool", _s(spool, "track_nowait_ns"), "ns"),
+        ratio,
+        "≤ 1.5×",
+        ratio,
+        lambda v: v <= 1.5,
+    )
+    ratio = _s(spool, "rate_ratio")
+    add(
+        f"delivered goals/s with a spool, N = {settings['total']:,}, "
+        f"concurrency {settings['concurrency']}",
+        (_s(spool, "rate_spool"), "/s"),
+        ("without a spool", _s(spool, "rate"), "/s"),
+        ratio,
+        "≥ 0.9×",
+        ratio,
+        lambda v: v >= 0.9,
+    )
+    per_goal = _s(spool, "disk_bytes_per_goal")
+    add(
+        "bytes on disk per journaled goal, before its acknowledgement",
+        (per_goal, "B"),
+        ("its request body", _count(settings["body_bytes"]), "B"),
+        None,
+        "(report)",
+        per_goal,
+        None,
+    )
+    replay = _s(spool, "replay_s")
+    add(
+        f"time to replay {settings['replay_goals']:,} journaled goals, fast server "
+        "(`start()` to `flush()` True)",
+        (replay, "s"),
+        ("goals/s", _s(spool, "replay_rate"), "/s"),
+        None,
+        "(report)",
+        replay,
+        None,
+    )
+    kill = spool.get("kill") or {}
+    beyond = _s(kill, "lost_beyond_window")
+    if beyond is not None:
+        worst = _count(beyond["max"])
+        add(
+            f"goals lost to `kill -9` at {settings['kill_rate']:,.0f} goals/s, API at 100 ms "
+            f"(killed after {settings['kill_after_s']:g} s)",
+            (_s(kill, "lost"), ""),
+            ("accepted in the last 0.1 s", _s(kill, "accepted_last_100ms"), ""),
+            None,
+            "≤ those accepted in the last 0.1 s (every round)",
+            worst,
+            lambda v: v <= 0,
+        )
+        add(
+            f"goals delivered twice after `kill -9` at {settings['kill_rate']:,.0f} goals/s",
+            (_s(kill, "duplicated"), ""),
+            ("goals accepted", _s(kill, "accepted"), ""),
+            None,
+            "(report: in flight or delivered and not yet acknowledged)",
+            _s(kill, "duplicated"),
+            None,
+        )
+    memory = spool.get("memory") or {}
+    ratio = _s(memory, "rss_ratio")
+    large, small = settings["memory_large"], settings["memory_small"]
+    add(
+        f"resident memory, {large:,} goals held during an outage, "
+        f"`max_queue_size={settings['max_queue_size']:,}`, no `Delivery` kept "
+        "(tracked 1,000 every 10 ms)",
+        (_s(memory, "large_rss_mib"), "MiB"),
+        (f"holding {small:,}", _s(memory, "small_rss_mib"), "MiB"),
+        ratio,
+        "≤ 1.2×",
+        ratio,
+        lambda v: v <= 1.2,
+    )
+    ratio = _s(memory, "burst_rss_ratio")
+    add(
+        f"… the same, the {large:,} goals tracked in one tight loop",
+        (_s(memory, "burst_large_rss_mib"), "MiB"),
+        (f"holding {small:,}", _s(memory, "burst_small_rss_mib"), "MiB"),
+        ratio,
+        "(report)",
+        ratio,
+        None,
+    )
+
+
+def _spool_details(spool: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    if spool is None:
+        return
+    add(
+        "spool: the writer's work per goal (encode, record, write), off the caller's path",
+        _s(spool, "writer_us_per_goal"),
+        "µs2",
+    )
+    kill = spool.get("kill") or {}
+    add("spool, `kill -9`: goals accepted before the kill", _s(kill, "accepted"), "")
+    add("spool, `kill -9`: goals sent again by the next start", _s(kill, "replayed"), "")
+    memory = spool.get("memory") or {}
+    for prefix, how in (("", "paced"), ("burst_", "burst")):
+        for name, count in (("small", "memory_small"), ("large", "memory_large")):
+            label = f"spool, {spool['settings'][count]:,} goals held ({how})"
+            add(f"{label}: resident memory added", _s(memory, f"{prefix}{name}_added_mib"), "MiB")
+            add(f"{label}: peak resident memory", _s(memory, f"{prefix}{name}_peak_mib"), "MiB")
+
+
 def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
 
@@ -386,6 +505,7 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
         add(f"{prefix}: the limit's low", _s(figures, "limit_min"), "")
         add(f"{prefix}: the limit's high", _s(figures, "limit_max"), "")
         add(f"{prefix}: the limit's mean", _s(figures, "limit_mean"), "")
+    _spool_details(results.get("spool"), add)
     return out
 
 
@@ -545,6 +665,12 @@ def _handler_details(
         )
 
 
+def _met(met: bool | None) -> str:
+    if met is None:
+        return "–"
+    return "met" if met else "**not met**"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| figure | SDK, median [min–max] | compared with, same run | ratio | goal | met? |",
@@ -553,7 +679,7 @@ def markdown(results: dict[str, Any]) -> str:
     for row in evaluate(results):
         lines.append(
             f"| {row['figure']} | {row['sdk']} | {row['compared_with']} | {row['ratio']} | "
-            f"{row['goal']} | {'met' if row['met'] else '**not met**'} |"
+            f"{row['goal']} | {_met(row['met'])} |"
         )
     lines += ["", "| measured | median [min–max] |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in _details(results)]

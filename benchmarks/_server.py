@@ -5,6 +5,8 @@ keep-alive connections, after ``--latency`` seconds (each answer's latency drawn
 within ``--jitter`` of it). Like a real API under load it can have a capacity: with
 ``--capacity-rps`` a token bucket (a tenth of a second of burst) admits requests, and those
 beyond it are answered ``--over`` (429 without ``Retry-After``, or 503) after the same latency.
+With ``--record KEY`` it keeps the value of ``metadata[KEY]`` of every body it receives (before it
+answers), and ``GET /__recorded`` returns them in the order received.
 It is a bare asyncio protocol (on uvloop when installed), so that the client, not the server, is
 what a benchmark measures. It prints one JSON line (its port) when ready and exits when
 terminated, when its parent dies, or after ``--max-seconds``.
@@ -55,6 +57,7 @@ _OVER = {
 
 
 class _Counters:
+    recorded: list[Any] = []  # noqa: RUF012  (one server per process)
     requests = 0
     bytes_in = 0
     refused = 0
@@ -81,15 +84,8 @@ class _Bucket:
         return False
 
 
-def _stats_response() -> bytes:
-    body = json.dumps(
-        {
-            "requests": _Counters.requests,
-            "bytes_in": _Counters.bytes_in,
-            "refused": _Counters.refused,
-            "high_water": _Counters.high_water,
-        }
-    ).encode()
+def _json_response(value: Any) -> bytes:
+    body = json.dumps(value).encode()
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
@@ -98,9 +94,36 @@ def _stats_response() -> bytes:
     )
 
 
+def _record(body: bytes, key: str) -> None:
+    try:
+        value = json.loads(body)["metadata"][key]
+    except (ValueError, KeyError, TypeError):
+        value = None
+    _Counters.recorded.append(value)
+
+
+def _stats_response() -> bytes:
+    return _json_response(
+        {
+            "requests": _Counters.requests,
+            "bytes_in": _Counters.bytes_in,
+            "refused": _Counters.refused,
+            "high_water": _Counters.high_water,
+        }
+    )
+
+
 class _Http(asyncio.Protocol):
-    def __init__(self, latency: float, jitter: float, bucket: _Bucket | None, over: bytes) -> None:
+    def __init__(
+        self,
+        latency: float,
+        jitter: float,
+        bucket: _Bucket | None,
+        over: bytes,
+        record: str | None = None,
+    ) -> None:
         self._latency = latency
+        self._record = record
         self._jitter = jitter
         self._bucket = bucket
         self._over = over
@@ -127,9 +150,14 @@ class _Http(asyncio.Protocol):
             total = end + 4 + length
             if len(buffer) < total:
                 return
+            if self._record is not None and not head.startswith(b"get "):
+                _record(bytes(buffer[end + 4 : total]), self._record)
             del buffer[:total]
             if head.startswith(b"get /__stats"):
                 self._write(_stats_response())
+                continue
+            if head.startswith(b"get /__recorded"):
+                self._write(_json_response(_Counters.recorded))
                 continue
             _Counters.requests += 1
             _Counters.bytes_in += total
@@ -168,11 +196,12 @@ async def _serve(
     jitter: float = 0.0,
     capacity_rps: float = 0.0,
     over: int = 429,
+    record: str | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     bucket = _Bucket(capacity_rps) if capacity_rps > 0 else None
     server = await loop.create_server(
-        lambda: _Http(latency, jitter, bucket, _OVER[over]), host, port, backlog=1024
+        lambda: _Http(latency, jitter, bucket, _OVER[over], record), host, port, backlog=1024
     )
     bound = server.sockets[0].getsockname()[1]
     print(json.dumps({"port": bound, "pid": os.getpid()}), flush=True)
@@ -198,6 +227,9 @@ def main() -> None:
     )
     parser.add_argument("--over", type=int, choices=(429, 503), default=429)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
+    parser.add_argument(
+        "--record", metavar="KEY", help="keep metadata[KEY] of every body (GET /__recorded)"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -214,6 +246,7 @@ def main() -> None:
             args.jitter,
             args.capacity_rps,
             args.over,
+            args.record,
         )
     )
 

@@ -547,13 +547,21 @@ class Journal:
         """
         deadline = time.monotonic() + timeout
         hook = self.before_step
-        if hook is not None and self._state is _State.OPEN:
+        if (
+            hook is not None
+            and self._state is _State.OPEN
+            # Not beside the writer's step: a goal it took from the client would be refused
+            # once appends stop, below (and lost).
+            and self._step_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        ):
             # What the client handed over last is journaled while appends are still taken.
             try:
                 hook()
             except Exception:
                 self._fault("internal")
                 logger.exception("the spool writer failed unexpectedly")
+            finally:
+                self._step_lock.release()
         with self._lock:
             state = self._state
             if state in (_State.CLOSED, _State.ABANDONED):
