@@ -48,6 +48,8 @@ _RECORD_GUESS = 400
 # that a full disk keeps from being written).
 _STALLED_RETRY = 1.0
 _CLOSE_TIMEOUT = 10.0
+# The writer is woken early each time this many goals (a power of two) wait for it.
+_WAKE_MASK = 1023
 
 
 class Spool:
@@ -153,7 +155,12 @@ class Spool:
     def spill(self, delivery: Delivery) -> None:
         """A goal accepted onto disk only (``can_spill`` said yes)."""
         delivery._spool = SPILL
-        self._intake.append(delivery)
+        intake = self._intake
+        intake.append(delivery)
+        if len(intake) & _WAKE_MASK == 0:
+            # Goals bound for disk wait here as whole objects until the writer's step: a
+            # burst wakes it early, so that they do not pile up in memory.
+            self.journal.wake()
 
     # -- the writer's thread ----------------------------------------------------------------
 

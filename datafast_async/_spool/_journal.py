@@ -396,6 +396,10 @@ class Journal:
             self._refused,
         )
 
+    def wake(self) -> None:
+        """Have the writer step now rather than at its next interval (a large backlog)."""
+        self._wake.set()
+
     # -- life cycle (blocking: run these in a thread) -------------------------------------
 
     def open(self) -> Adoption:
@@ -741,6 +745,7 @@ class Journal:
             self._wake.wait(self._write_interval)
             if self._stopping:
                 return
+            self._wake.clear()  # woken early (wake()): the next wait is a whole interval
             now = time.monotonic()
             sync = now >= next_sync
             if sync:
