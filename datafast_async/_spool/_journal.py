@@ -174,7 +174,10 @@ class Journal:
         ):
             if not interval > 0:
                 raise ValueError(f"{name} must be > 0, got {interval!r}")
-        self._directory = os.path.abspath(os.fspath(directory))
+        path = os.fspath(directory)
+        # The client builds its journal in the event loop with an absolute path already:
+        # abspath (os.getcwd) only for a relative one.
+        self._directory = path if os.path.isabs(path) else os.path.abspath(path)
         self._namespace = namespace
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
