@@ -483,7 +483,10 @@ class ImportJob(Interruptible):
         checkpoints = asyncio.ensure_future(self._checkpoints(client))
         try:
             await self._feed(client)
-            await client.flush()
+            if not await client.flush():
+                # Everything pending waits on disk for an API that is down: close at once,
+                # the goals are kept for the next run.
+                self._halt_grace = 0.0
         finally:
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -906,8 +909,9 @@ def _report_spooled(job: ImportJob, stats: Stats, console: Console) -> int:
         console.error(
             f"the numbers do not add up: {job.read:,} lines read, {job.accepted:,} goals "
             f"accepted and {job.adopted:,} taken from the spool; {settled:,} settled and "
-            f"{job.left:,} kept; the client counted {stats.delivered:,} delivered (please "
-            "report this)"
+            f"{job.left:,} kept; the client counted {stats.enqueued:,} accepted, "
+            f"{stats.delivered:,} delivered, {stats.failed:,} failed, {stats.spooled:,} kept "
+            "(please report this)"
         )
         return EXIT_FAILED
     if job.not_delivered and job.failed_out_name is not None:
