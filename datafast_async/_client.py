@@ -402,15 +402,7 @@ class DataFast:
         """With a spool: into memory and the journal, or (beyond the queue's bound, or behind
         goals already waiting on disk) onto disk only; refused only when the spool is full
         (or cannot be written) and the queue is full too. From any thread."""
-        queue = run.queue
-        if not queue.spooled and queue.offer(delivery):
-            spool.accept(delivery)
-        elif spool.can_spill():
-            queue.spill()
-            spool.spill(delivery)
-        elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
-            spool.accept(delivery)
-        else:
+        if not self._offer_spooled(run, spool, delivery):
             return self._refuse(delivery)
         sender, loop = run.sender, run.loop
         if loop is _get_running_loop():
@@ -420,6 +412,21 @@ class DataFast:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(sender.notify)
         return delivery
+
+    @staticmethod
+    def _offer_spooled(run: Run, spool: Spool, delivery: Delivery) -> bool:
+        """Into memory and the journal, or onto disk only; ``False`` if neither has room."""
+        queue = run.queue
+        if not queue.spooled and queue.offer(delivery):
+            spool.accept(delivery)
+        elif spool.can_spill():
+            queue.spill()
+            spool.spill(delivery)
+        elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
+            spool.accept(delivery)
+        else:
+            return False
+        return True
 
     def _track_elsewhere(self, delivery: Delivery) -> Delivery:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""
@@ -476,6 +483,10 @@ class DataFast:
             delivery._settle(_DISABLED)
             return delivery
         run = self._current_run(start=False)
+        spool = run.spool
+        if spool is not None and self._offer_spooled(run, spool, delivery):
+            run.sender.notify()
+            return delivery
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         while not run.queue.offer(delivery):
@@ -493,6 +504,8 @@ class DataFast:
                 run.queue.discard_room_waiter(room)
             if run.state is not _RUNNING:
                 raise ClientClosedError("the DataFast client was closed while track() waited")
+        if spool is not None:
+            spool.accept(delivery)  # journaled like every goal accepted into memory
         run.sender.notify()
         return delivery
 
