@@ -405,15 +405,7 @@ class DataFast:
         """With a spool: into memory and the journal, or (beyond the queue's bound, or behind
         goals already waiting on disk) onto disk only; refused only when the spool is full
         (or cannot be written) and the queue is full too. From any thread."""
-        queue = run.queue
-        if not queue.spooled and queue.offer(delivery):
-            spool.accept(delivery)
-        elif spool.can_spill():
-            queue.spill()
-            spool.spill(delivery)
-        elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
-            spool.accept(delivery)
-        else:
+        if not self._offer_spooled(run, spool, delivery):
             return self._refuse(delivery)
         sender, loop = run.sender, run.loop
         if loop is _get_running_loop():
@@ -423,6 +415,21 @@ class DataFast:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(sender.notify)
         return delivery
+
+    @staticmethod
+    def _offer_spooled(run: Run, spool: Spool, delivery: Delivery) -> bool:
+        """Into memory and the journal, or onto disk only; ``False`` if neither has room."""
+        queue = run.queue
+        if not queue.spooled and queue.offer(delivery):
+            spool.accept(delivery)
+        elif spool.can_spill():
+            queue.spill()
+            spool.spill(delivery)
+        elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
+            spool.accept(delivery)
+        else:
+            return False
+        return True
 
     def _track_elsewhere(self, delivery: Delivery) -> Delivery:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""

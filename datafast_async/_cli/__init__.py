@@ -2,6 +2,8 @@
 
     datafast-async send VISITOR_ID NAME [--description TEXT] [--metadata KEY=VALUE ...]
     datafast-async import FILE|- [--concurrency N] [--failed-out FILE] [--no-progress] [--rate N]
+                                 [--spool DIR]
+    datafast-async spool DIR [--json] [--files] [--show N] [--replay [--timeout S]]
     datafast-async fake-server [--host H] [--port P] [--fail-rate P] [--latency S]
     datafast-async demo [--goals N] [--fail-rate P]
 
@@ -21,7 +23,7 @@ from typing import NoReturn
 
 from .._errors import ConfigurationError
 from .._version import __version__
-from . import _demo, _fake_server, _import, _send
+from . import _demo, _fake_server, _import, _send, _spool
 from ._output import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo.add_parser(subparsers, common)
     _send.add_parser(subparsers, common)
     _import.add_parser(subparsers, common)
+    _spool.add_parser(subparsers, common)
     _fake_server.add_parser(subparsers, common)
     return parser
 

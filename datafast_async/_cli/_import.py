@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import hashlib
 import json
 import os
 import sys
 import time
 from typing import Any, BinaryIO, TextIO
+
+import anyio
 
 from .._client import DataFast
 from .._errors import (
@@ -29,6 +33,7 @@ from .._errors import (
     ValidationError,
 )
 from .._models import Goal, GoalResult, Stats
+from .._spool import Journal, namespace
 from ._common import (
     STOP_SIGNALS,
     Interruptible,
@@ -52,6 +57,7 @@ from ._output import (
 )
 from ._progress import Progress, bar
 from ._rate import TokenBucket
+from ._resume import CHECKPOINT_SECONDS, Checkpoint, ProgressFile
 from ._source import LineSource
 
 __all__ = ["add_parser"]
@@ -85,6 +91,18 @@ Ctrl-C stops reading, delivers what is queued for a few seconds, writes the rest
 after it. A key the API refuses (401, 403, or 407 from a proxy) stops the import the same way,
 at once: every line read is delivered or in --failed-out, and the lines after it are unread.
 
+With --spool DIR the import is resumable, with no --failed-out bookkeeping: every goal read
+is journaled in DIR (the durable spool, as with DATAFAST_SPOOL_PATH) as it is accepted, and
+about once a second, once those goals are on disk (written and fsynced), the number of the
+line reached is written to a small progress file in DIR (atomically: written, fsynced,
+renamed). After Ctrl-C, SIGTERM, a refused key, an API that stays down, or a crash, run the
+same command again (same FILE, same key): it first sends the goals the spool holds, then reads
+on after the line reached; no line is imported twice. (After a kill -9 or a machine crash, only
+the lines read in the last second or so before it may be sent twice; none is lost.) While the
+API is down or refuses every request the goals wait in DIR and reading stops. The progress file
+checks that the lines already imported are unchanged; lines appended to FILE later are imported
+by the next run. To import FILE again from its start, delete the progress file it names.
+
 With DATAFAST_ENABLED=0 it is a dry run: every line is validated, nothing is sent.
 
 Exit codes: 0 every goal delivered (or, in a dry run, every line valid); 1 some lines were not
@@ -95,6 +113,7 @@ EPILOG = """\
 example:
   datafast-async import goals.jsonl --failed-out failed.jsonl
   datafast-async import failed.jsonl --failed-out failed-again.jsonl   # retry what is missing
+  datafast-async import goals.jsonl --spool ./spool    # Ctrl-C, then the same to resume
 """
 
 
@@ -133,6 +152,12 @@ def add_parser(
         metavar="N",
         type=positive_float,
         help="send at most N new goals per second (DataFast does not publish its limits)",
+    )
+    parser.add_argument(
+        "--spool",
+        metavar="DIR",
+        help="resumable: journal the goals read in DIR and remember the line reached; run the "
+        "same command again after a crash or Ctrl-C to resume (see above)",
     )
     parser.set_defaults(run=run)
 
@@ -223,6 +248,9 @@ class ImportJob(Interruptible):
         failed_out_name: str | None,
         rate: float | None,
         live_progress: bool,
+        resume: ProgressFile | None = None,
+        start: Checkpoint | None = None,
+        hasher: Any = None,
     ) -> None:
         super().__init__()
         self.console = console
@@ -256,6 +284,19 @@ class ImportJob(Interruptible):
         self.read_error: OSError | None = None
         self.started = time.monotonic()
         self.elapsed = 0.0
+        # --spool: the progress file, where the earlier run got to, and the SHA-256 of the
+        # bytes up to the last line handled (the file's first ``offset`` bytes).
+        self.resume = resume
+        self.start_at = start or Checkpoint()
+        self.hasher = hasher if hasher is not None else hashlib.sha256()
+        self.offset = self.start_at.offset
+        self.last_line = self.start_at.line
+        self.bytes_done = self.start_at.offset
+        self.accepted = 0  # goals handed to the client by this run (--spool)
+        self.adopted = 0  # goals an earlier run left in the spool, sent first (--spool)
+        self.api_down = False  # reading stopped: every goal pending waits on disk (--spool)
+        self.saved: Checkpoint | None = None  # the last progress written (--spool)
+        self.checkpoint_skipped = False  # the spool had a fault: progress not advanced
 
     # -- what the client reports -------------------------------------------------------------
 
@@ -294,7 +335,17 @@ class ImportJob(Interruptible):
                 " (it may have been recorded: an attempt's answer was lost; importing it "
                 "again may record it twice)"
             )
-        if entry is None:  # cannot happen: every goal is registered before it can settle
+        if entry is None:
+            if self.resume is not None:
+                # --spool: goals are not mapped to lines (one read back from the spool, or
+                # left there by an earlier run, is not the object track() returned).
+                if report:
+                    self._report_line(None, f"goal {goal.name!r}: {reason}")
+                self._write_failed(
+                    _goal_object(goal), reason, maybe_delivered=error.maybe_delivered
+                )
+                return
+            # cannot happen: every goal is registered before it can settle
             self.console.note(f"{PROG}: a goal without its line failed: {reason}")
             return
         lineno, raw = entry
@@ -319,10 +370,11 @@ class ImportJob(Interruptible):
         self._report_line(lineno, reason)
         self._write_failed(obj, reason)
 
-    def _report_line(self, lineno: int, reason: str) -> None:
+    def _report_line(self, lineno: int | None, reason: str) -> None:
         self.line_reports += 1
         if self.line_reports <= MAX_LINE_REPORTS:
-            self.console.note(f"{self.source_name}:{lineno}: {reason}")
+            where = self.source_name if lineno is None else f"{self.source_name}:{lineno}"
+            self.console.note(f"{where}: {reason}")
             self.progress.refresh()
         elif self.line_reports == MAX_LINE_REPORTS + 1:
             where = f" (all of them are in {self.failed_out_name})" if self.failed_out else ""
@@ -343,8 +395,15 @@ class ImportJob(Interruptible):
             obj["_maybe_delivered"] = True
         self.failed_out.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
+    def _advance(self, lineno: int, raw: bytes) -> None:
+        """Line ``lineno`` (its bytes as read) is handled: accepted, invalid or blank."""
+        self.last_line = lineno
+        self.bytes_done += len(raw)
+        self.offset += len(raw)
+        self.hasher.update(raw)
+
     async def _feed(self, client: DataFast) -> None:
-        lineno = 0
+        lineno = self.start_at.line
         while True:
             try:
                 chunk = await self.source.next_chunk()
@@ -357,12 +416,17 @@ class ImportJob(Interruptible):
                 lineno += 1
                 if self.key_refused is not None:
                     return
+                if self.resume is not None and _all_parked(client):
+                    # The API is down (or refuses every request): what was read waits in the
+                    # spool; reading on would only fill it.
+                    self.api_down = True
+                    return
                 await self._feed_line(client, lineno, raw)
-                self.last_line = lineno
-                self.bytes_done += len(raw)
+                self._advance(lineno, raw)
         self.reading_done = True
 
     async def _feed_line(self, client: DataFast, lineno: int, raw: bytes) -> None:
+        original = raw
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte order mark
         if not raw.strip():
@@ -391,23 +455,87 @@ class ImportJob(Interruptible):
             except asyncio.CancelledError:
                 if self.tracking is None:  # settled (and counted) inside track(): it was read
                     self.read += 1
-                    self.last_line = lineno
+                    self.accepted += 1
+                    self._advance(lineno, original)
                 raise
             finally:
                 settled_inside, self.tracking = self.tracking is None, None
             if settled_inside:
-                pass  # a callback already counted it (and wrote it out if it failed)
+                self.accepted += 1  # a callback already counted it (and wrote it out)
             elif delivery.done() and delivery.error is None:
                 # A disabled client (DATAFAST_ENABLED=0) settles at once, with no callback.
                 self.validated += 1
+            elif self.resume is not None:
+                # --spool: the goal may leave memory for the spool and come back as another
+                # object; it is counted, not mapped to its line.
+                self.accepted += 1
             else:
+                self.accepted += 1
                 self.pending[id(delivery.goal)] = (lineno, raw)
             break
         self.read += 1
 
     async def _work_until_done(self, client: DataFast) -> None:
-        await self._feed(client)
-        await client.flush()
+        if self.resume is None:
+            await self._feed(client)
+            await client.flush()
+            return
+        checkpoints = asyncio.ensure_future(self._checkpoints(client))
+        try:
+            await self._feed(client)
+            if not await client.flush():
+                # Everything pending waits on disk for an API that is down: close at once,
+                # the goals are kept for the next run.
+                self._halt_grace = 0.0
+        finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
+
+    # -- --spool: the progress file ----------------------------------------------------------
+
+    def _snapshot(self) -> Checkpoint:
+        return Checkpoint(self.last_line, self.offset, self.hasher.hexdigest(), self.reading_done)
+
+    async def _checkpoints(self, client: DataFast) -> None:
+        journal = _journal(client)
+        if journal is None:
+            return
+        faults = sum(journal.faults.values())
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            progress = self._snapshot()
+            if self.saved is not None and progress.line == self.saved.line:
+                continue
+            # Every goal of the lines up to progress.line was accepted before this point: the
+            # flush writes and fsyncs each of them that has not settled yet.
+            written = await anyio.to_thread.run_sync(journal.flush)
+            if not written or journal.refused or sum(journal.faults.values()) != faults:
+                # Some goal may be in memory only (a write failed, the spool is full): the
+                # line reached is not advanced (after a crash, lines may be sent twice).
+                self.checkpoint_skipped = True
+                continue
+            await self._save(progress)
+
+    async def _save(self, progress: Checkpoint) -> None:
+        assert self.resume is not None
+        try:
+            await anyio.to_thread.run_sync(self.resume.save, progress)
+        except OSError as exc:
+            self.checkpoint_skipped = True
+            self.console.note(
+                f"{PROG}: warning: cannot write {self.resume.path}: {exc.strerror or exc}"
+            )
+        else:
+            self.saved = progress
+
+    async def final_checkpoint(self, journal: Journal, faults_before: int) -> None:
+        """After the client closed: each goal accepted is delivered, failed (reported), or
+        kept in the spool, unless the spool had a fault."""
+        if journal.refused or sum(journal.faults.values()) != faults_before:
+            self.checkpoint_skipped = True
+            return
+        await self._save(self._snapshot())
 
     # -- running -----------------------------------------------------------------------------
 
@@ -424,9 +552,23 @@ class ImportJob(Interruptible):
         self.started = time.monotonic()
         self.source.start()
         await client.start()
+        faults = 0
+        journal = None
+        if self.resume is not None:
+            journal = _journal(client)
+            if journal is None or not journal.journaling:
+                await client.aclose(0.0)
+                raise CLIError(
+                    f"--spool {self.resume.directory}: the spool cannot be used (see the error "
+                    "above); nothing was read"
+                )
+            faults = sum(journal.faults.values())
+            self.adopted = client.stats().enqueued  # taken over from an earlier run
         self.progress.start()
         try:
             stats = await self.work_then_close(client, self._work_until_done(client))
+            if journal is not None:
+                await self.final_checkpoint(journal, faults)
         finally:
             await self.progress.stop()
             self.elapsed = time.monotonic() - self.started
@@ -437,6 +579,8 @@ class ImportJob(Interruptible):
     @property
     def not_delivered(self) -> int:
         return self.invalid + sum(self.rejected.values()) + sum(self.failed.values())
+
+    left = 0  # --spool: goals kept in the spool when the client closed (Stats.spooled)
 
     @property
     def dry_run(self) -> bool:
@@ -495,7 +639,18 @@ class ImportJob(Interruptible):
                     ]
                 ),
             ]
-        rows = [
+        rows = []
+        if self.resume is not None:
+            if self.start_at.line:
+                rows.append(
+                    ("resumed", f"line {self.start_at.line + 1:,}", "lines before it: earlier runs")
+                )
+            rows.append(
+                ("from spool", format_count(self.adopted), "left by an earlier run, sent first")
+            )
+        if self.api_down:
+            state = "stopped: the API is down or refuses every request"
+        rows += [
             ("read", format_count(self.read), "non-blank lines"),
             ("delivered", format_count(self.delivered), ""),
             ("invalid", format_count(self.invalid), ""),
@@ -504,7 +659,32 @@ class ImportJob(Interruptible):
             ("time", format_duration(self.elapsed), ""),
             ("goals/s", format_rate(self.delivered, self.elapsed), ""),
         ]
+        if self.resume is not None:
+            rows.insert(-2, ("in spool", format_count(self.left), "not delivered yet: kept"))
         return [f"import {self.source_name}: {state}", *table(rows)]
+
+
+def _goal_object(goal: Goal) -> dict[str, Any]:
+    """A goal as an import line (for --failed-out, when its line is not known)."""
+    obj: dict[str, Any] = {"datafast_visitor_id": goal.visitor_id, "name": goal.name}
+    if goal.description is not None:
+        obj["description"] = goal.description
+    if goal.metadata is not None:
+        obj["metadata"] = dict(goal.metadata)
+    return obj
+
+
+def _journal(client: DataFast) -> Journal | None:
+    """The journal of the client's current run (``spool_path``), if it has one."""
+    spool = client._run.spool
+    return spool.journal if spool is not None and spool.opened and not spool.off else None
+
+
+def _all_parked(client: DataFast) -> bool:
+    """Whether every goal pending waits on disk for an API that is down (``flush()`` would
+    answer ``False`` at once)."""
+    run = client._run
+    return run.bound and run.sender.all_parked()
 
 
 def _status_of(error: DataFastError) -> str:
@@ -569,6 +749,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     def on_failure(goal: Goal, error: DataFastError) -> None:
         job_ref[0].on_failure(goal, error)
 
+    if args.spool is not None and args.file == "-":
+        raise CLIError("--spool needs a FILE to resume in, not stdin: save the input to a file")
     client = DataFast(  # ConfigurationError: exit 2 in main
         **client_settings(args),
         concurrency=args.concurrency,
@@ -576,10 +758,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
         on_full="block",
         on_success=on_success,
         on_failure=on_failure,
+        spool_path=args.spool,
     )
+    if args.spool is None:
+        # Without --spool the import keeps goals in memory only, whatever
+        # DATAFAST_SPOOL_PATH says: its own bookkeeping (--failed-out, the line to resume
+        # after) is what makes it resumable, and it maps goals to lines by object.
+        client._spool_path = None
     stream, name = _open_source(args.file)
     failed_out = None
     try:
+        resume, start, hasher = None, None, None
+        if args.spool is not None and client._spool_path is not None:
+            resume, start, hasher = _resume_point(client, args.spool, args.file, name, stream)
         if args.failed_out is not None:
             failed_out = _open_failed_out(args.failed_out, stream)
         job = ImportJob(
@@ -590,6 +781,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             failed_out_name=args.failed_out,
             rate=args.rate,
             live_progress=console.err_is_tty and not args.no_progress,
+            resume=resume,
+            start=start,
+            hasher=hasher,
         )
         job_ref.append(job)
         stats = asyncio.run(job.run(client))
@@ -600,12 +794,50 @@ def run(args: argparse.Namespace, console: Console) -> int:
     finally:
         if failed_out is not None:
             failed_out.close()
+    job.left = stats.spooled
     return _report(job, stats, console)
+
+
+def _resume_point(
+    client: DataFast, directory: str, path: str, name: str, stream: BinaryIO
+) -> tuple[ProgressFile, Checkpoint, Any]:
+    """The progress file of this import and where it resumes; the stream is left at that
+    point, after checking that the bytes before it are the ones imported."""
+    settings = client._settings
+    assert settings.api_key is not None
+    resume = ProgressFile(directory, path, namespace(settings.api_key, settings.website_id))
+    try:
+        start = resume.load()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CLIError(f"cannot read {resume.path}: {reason}") from None
+    hasher = hashlib.sha256()
+    if start is None:
+        return resume, Checkpoint(), hasher
+    left = start.offset
+    while left > 0:
+        try:
+            data = stream.read(min(left, 1 << 20))
+        except OSError as exc:
+            raise CLIError(f"cannot read {name}: {exc.strerror or exc}") from None
+        if not data:
+            break
+        hasher.update(data)
+        left -= len(data)
+    if left or hasher.hexdigest() != start.sha256:
+        raise CLIError(
+            f"{name} is not the file an earlier import --spool read up to line {start.line} "
+            f"(its first {start.offset:,} bytes differ): delete {resume.path} to import "
+            f"{name} from its start"
+        )
+    return resume, start, hasher
 
 
 def _report(job: ImportJob, stats: Stats, console: Console) -> int:
     for line in job.summary():
         console.result(line)
+    if job.resume is not None:
+        return _report_spooled(job, stats, console)
     accounted = job.delivered + job.validated + job.not_delivered
     if job.pending or accounted != job.read or stats.delivered != job.delivered:
         console.error(
@@ -663,3 +895,68 @@ def _report(job: ImportJob, stats: Stats, console: Console) -> int:
         console.error(f"{job.refused_by} ({job.key_refused}): {refusal_hint(job.key_refused)}")
         return EXIT_USAGE
     return EXIT_FAILED if job.not_delivered else EXIT_OK
+
+
+def _report_spooled(job: ImportJob, stats: Stats, console: Console) -> int:
+    """The end of an import with --spool: goals are counted, not mapped to lines."""
+    assert job.resume is not None
+    settled = job.delivered + sum(job.rejected.values()) + sum(job.failed.values())
+    if (
+        job.adopted + job.accepted != settled + job.left
+        or job.read != job.accepted + job.invalid + job.validated
+        or stats.delivered != job.delivered
+    ):
+        console.error(
+            f"the numbers do not add up: {job.read:,} lines read, {job.accepted:,} goals "
+            f"accepted and {job.adopted:,} taken from the spool; {settled:,} settled and "
+            f"{job.left:,} kept; the client counted {stats.enqueued:,} accepted, "
+            f"{stats.delivered:,} delivered, {stats.failed:,} failed, {stats.spooled:,} kept "
+            "(please report this)"
+        )
+        return EXIT_FAILED
+    if job.not_delivered and job.failed_out_name is not None:
+        console.note(
+            f"{PROG}: {job.not_delivered:,} lines not delivered were written to "
+            f"{job.failed_out_name}"
+        )
+    elif job.not_delivered:
+        console.note(
+            f"{PROG}: {job.not_delivered:,} lines were not delivered (rejected, invalid or "
+            "failed); use --failed-out FILE to keep them"
+        )
+    if job.read_error is not None:
+        console.error(
+            f"reading {job.source_name} failed after line {job.last_line}: "
+            f"{job.read_error.strerror or job.read_error}"
+        )
+    reached = job.saved.line if job.saved is not None else job.start_at.line
+    if job.checkpoint_skipped:
+        console.note(
+            f"{PROG}: warning: the spool had a fault or filled up: the progress file records "
+            f"line {reached}, not {job.last_line}; the next run may send goals of the lines "
+            "in between twice"
+        )
+    if job.left or not job.reading_done:
+        why = []
+        if job.api_down:
+            why.append("the API is down or refuses every request")
+        elif job.stopped_by is not None:
+            why.append("interrupted")
+        elif job.key_refused is not None:
+            why.append(job.refused_by)
+        wait = (
+            f"{job.left:,} goals wait in the spool at {job.resume.directory}; " if job.left else ""
+        )
+        console.note(
+            f"{PROG}: {', '.join(why) + ': ' if why else ''}{wait}read up to line "
+            f"{reached}; run the same command again to "
+            f"{'send them and ' if job.left else ''}resume after line {reached}"
+        )
+    if job.stopped_by is not None:
+        return STOP_SIGNALS.get(job.stopped_by, 130)
+    if job.key_refused is not None:
+        console.error(f"{job.refused_by} ({job.key_refused}): {refusal_hint(job.key_refused)}")
+        return EXIT_USAGE
+    if job.read_error is not None or job.left or job.not_delivered or not job.reading_done:
+        return EXIT_FAILED
+    return EXIT_OK
