@@ -177,7 +177,10 @@ class DataFast:
                 "spool_path needs POSIX file locks (fcntl.flock), which this platform does not "
                 "have: leave spool_path and DATAFAST_SPOOL_PATH unset here"
             )
-        return os.path.abspath(os.path.expanduser(path))
+        path = os.path.expanduser(path)
+        # An absolute path needs no os.getcwd(): a client built in a running loop (an app's
+        # lifespan) makes no system call for it.
+        return os.path.normpath(path) if os.path.isabs(path) else os.path.abspath(path)
 
     def __repr__(self) -> str:
         s = self._settings

@@ -174,7 +174,11 @@ class Journal:
         ):
             if not interval > 0:
                 raise ValueError(f"{name} must be > 0, got {interval!r}")
-        self._directory = os.path.abspath(os.fspath(directory))
+        directory = os.fspath(directory)
+        # Built in the client's loop: an absolute path (the client's) needs no os.getcwd().
+        self._directory = (
+            os.path.normpath(directory) if os.path.isabs(directory) else os.path.abspath(directory)
+        )
         self._namespace = namespace
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
