@@ -654,3 +654,23 @@ async def test_a_forked_child_closes_the_parents_journal_files_without_unlocking
     )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().strip() == "ok"
+
+
+# -- taking over, then overflowing --------------------------------------------------------------
+
+
+async def test_goals_spilled_to_disk_after_a_takeover_are_read_back_too(tmp_path: Path) -> None:
+    """A start that takes over an earlier run's file, then goals beyond the queue go to disk:
+    they are read back after the taken-over ones (not left on disk, pending for ever)."""
+    await _leave_goals(tmp_path, 3)
+    api = API("hold")
+    df = client(tmp_path, api, max_queue_size=3)
+    await df.start()
+    assert df.stats().spooled == 3
+    track(df, 100, 10)  # behind the 3 on disk: onto disk too
+    api.release("up")
+    await until(lambda: df.stats().delivered == 13, timeout=5)
+    assert await df.flush(timeout=5) is True
+    stats = await df.aclose()
+    assert (stats.enqueued, stats.delivered, stats.spooled) == (13, 13, 0)
+    assert api.delivered == Counter([*map(str, range(3)), *map(str, range(100, 110))])

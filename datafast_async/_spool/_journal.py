@@ -429,6 +429,8 @@ class Journal:
             for adopted in adoption.files:
                 self._take(adopted)
                 reserved += sum(ACK_RESERVE_BASE + len(goal_id) for goal_id in adopted.pending)
+            # Read back after the files taken over (created before them, numbered after).
+            first.seq = next(self._seq)
             self._segments.append(first)
             self._current = first
             self._dir_dirty = True
