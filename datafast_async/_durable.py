@@ -128,12 +128,18 @@ class Spool:
 
     def _turn_off(self) -> None:
         self.off = True
+        back: list[Delivery] = []
         with self._lock:
             waiting = list(self._intake)
             self._intake.clear()
             for delivery in waiting:
-                if delivery._spool is None:
+                if delivery._spool is SPILL:
+                    back.append(delivery)  # accepted onto disk while it was opening
+                if delivery._spool is None or delivery._spool is SPILL:
                     delivery._spool = MEMORY
+        if back:
+            # The spool cannot take them after all: they go to memory, past the queue's bound.
+            self._on_refill(back)
 
     # -- intake (any thread) ----------------------------------------------------------------
 
@@ -143,12 +149,17 @@ class Spool:
             self._intake.append(delivery)
 
     def can_spill(self) -> bool:
-        """Whether a goal may go to disk only now (the journal is open, writes, has room)."""
+        """Whether a goal may go to disk only now (the journal is open, or opening, writes,
+        and has room)."""
+        if self.off:
+            return False
+        if not self.opened:
+            # Still opening (a lazy start: the first goals come before the files are taken
+            # over): the writer journals them once it is open.
+            return len(self._intake) * _RECORD_GUESS < self.journal.max_bytes
         journal = self.journal
         return (
-            self.opened
-            and not self.off
-            and journal.journaling
+            journal.journaling
             and journal.size + (len(self._intake) + 1) * _RECORD_GUESS <= journal.max_bytes
         )
 

@@ -100,9 +100,12 @@ class Run:
 
     def _adopted(self, count: int) -> None:
         """The spool is open: ``count`` goals of an earlier run wait on disk, to send first."""
-        if count and self.state is RunState.RUNNING:
+        if self.state is not RunState.RUNNING:
+            return
+        if count:
             self.queue.adopt(count)
-            self.sender.notify()
+        if self.queue.spooled:
+            self.sender.notify()  # goals wait on disk (adopted, or spilled while it opened)
 
     def stats(self) -> Stats:
         """A snapshot of the run's counters and its in-flight limit."""
