@@ -490,13 +490,7 @@ class DataFast:
         if spool is not None:
             # With a spool, a full queue is no reason to wait: the goal goes to disk. Only a
             # spool that is full (or cannot be written) makes track() wait for room.
-            queue = run.queue
-            if not queue.spooled and queue.offer(delivery):
-                spool.accept(delivery)
-            elif spool.can_spill():
-                queue.spill()
-                spool.spill(delivery)
-            else:
+            if not self._offer_spooled(run, spool, delivery):
                 delivery = await self._wait_for_room(run, delivery)
                 spool.accept(delivery)
             run.sender.notify()
