@@ -34,6 +34,9 @@ __all__ = ["DataFast"]
 OnFull = Literal["drop", "block", "raise"]
 _ON_FULL = ("drop", "block", "raise")
 _DISABLED = GoalResult(event_id=None, message="disabled")
+# Seconds start() waits for the spool's files to be taken over (a large spool's scan takes
+# longer: about 2 s for 100,000 goals).
+_START_WAIT = 1.0
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
 
@@ -218,9 +221,11 @@ class DataFast:
             await await_uncancellable(run.close_task)
         run = self._current_run(start=True)
         if run.spool is not None:
-            # Its files taken over (in a thread) before start() returns: goals tracked from
-            # now on may go to disk at once, behind those of the earlier run.
-            await run.spool.wait_open()
+            # The files of an earlier run are taken over in a thread: start() waits for that
+            # (goals tracked from then on go behind theirs), but an app's start-up is not held
+            # for a large spool's scan: past _START_WAIT it goes on in the background, and
+            # flush() waits for it.
+            await run.spool.wait_open(_START_WAIT)
 
     def _current_run(self, *, start: bool) -> Run:
         """The run that serves the running loop, started if needed (in the loop's thread).

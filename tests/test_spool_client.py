@@ -674,3 +674,36 @@ async def test_goals_spilled_to_disk_after_a_takeover_are_read_back_too(tmp_path
     stats = await df.aclose()
     assert (stats.enqueued, stats.delivered, stats.spooled) == (13, 13, 0)
     assert api.delivered == Counter([*map(str, range(3)), *map(str, range(100, 110))])
+
+
+async def test_start_does_not_wait_long_for_a_large_spool_and_flush_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large spool's scan does not hold the app's start-up: start() returns after its
+    short wait with the scan still going on in the background; goals tracked meanwhile are
+    accepted; flush() waits for the scan, and every goal, taken over or new, is delivered."""
+    from datafast_async import _client
+
+    await _leave_goals(tmp_path, 5)
+    monkeypatch.setattr(_client, "_START_WAIT", 0.01)
+    scanning = threading.Event()
+    real_open = Journal.open
+
+    def slow_open(journal: Journal) -> Any:
+        assert scanning.wait(10), "the test never let the scan finish"
+        return real_open(journal)
+
+    monkeypatch.setattr(Journal, "open", slow_open)
+    api = API("up")
+    df = client(tmp_path, api)
+    await df.start()
+    spool = df._run.spool
+    assert spool is not None
+    assert not spool.opened  # start() did not wait for the scan
+    track(df, 100, 3)  # accepted while the files are being taken over
+    scanning.set()
+    assert await df.flush(timeout=5) is True
+    stats = await df.aclose()
+    assert (stats.enqueued, stats.delivered, stats.spooled) == (8, 8, 0)
+    assert sorted(api.delivered) == sorted(["0", "1", "2", "3", "4", "100", "101", "102"])
+    assert set(api.delivered.values()) == {1}
