@@ -154,9 +154,17 @@ class DataFast:
         self._spool_options = dict(_spool_options or {})
         self._transport_factory = _transport_factory
         self._adaptive = _adaptive
-        self._drops = DropLog(self._max_queue_size)
+        spooled = self._spool_path is not None
+        self._drops = DropLog(
+            self._max_queue_size, spool_max_bytes=self._spool_max_bytes if spooled else None
+        )
         # Built once: a full queue may refuse every goal of a busy app.
-        self._full_message = f"the queue is full ({self._max_queue_size} goals)"
+        self._full_message = (
+            f"the queue ({self._max_queue_size} goals) and the spool "
+            f"({self._spool_max_bytes} bytes) are full, or the spool cannot be written"
+            if spooled
+            else f"the queue is full ({self._max_queue_size} goals)"
+        )
         self._run = self._new_run()
         self._warned_lazy = False
         self._forked_from: int | None = None  # goals the parent's run held, said once here

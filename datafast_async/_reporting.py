@@ -82,8 +82,15 @@ class FailureLog:
 class DropLog:
     """One WARNING per ``window`` seconds while a full queue refuses goals, with the count."""
 
-    def __init__(self, max_queue_size: int, window: float = 10.0) -> None:
-        self._max_queue_size = max_queue_size
+    def __init__(
+        self, max_queue_size: int, window: float = 10.0, spool_max_bytes: int | None = None
+    ) -> None:
+        self._what = (
+            f"queue full (max_queue_size={max_queue_size})"
+            if spool_max_bytes is None
+            else f"the queue (max_queue_size={max_queue_size}) and the spool "
+            f"(spool_max_bytes={spool_max_bytes}) are full, or the spool cannot be written"
+        )
         self._window = window
         self._next = 0.0
         self._logged = 0
@@ -95,11 +102,7 @@ class DropLog:
             return
         self._next = now + self._window
         count, self._logged = dropped - self._logged, dropped
-        logger.warning(
-            "queue full (max_queue_size=%d): %d goals dropped since the last warning",
-            self._max_queue_size,
-            count,
-        )
+        logger.warning("%s: %d goals dropped since the last warning", self._what, count)
 
     def at_close(self, dropped: int) -> None:
         """The run ends: say what was not said yet, and start again for the next run."""

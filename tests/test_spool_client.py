@@ -327,6 +327,8 @@ async def test_goals_beyond_the_queue_and_a_full_spool_are_dropped_with_a_warnin
     assert 5 < accepted < 100  # the queue, then the spool, took some
     warnings = [m for m in messages(caplog) if "dropped" in m or "full" in m]
     assert len(warnings) == 1, messages(caplog)
+    assert "the spool (spool_max_bytes=6000) are full" in warnings[0]
+    assert "spool" in str(dropped[0].error)
     api.release("up")
     assert await df.flush(timeout=10) is True
     stats = await df.aclose()
