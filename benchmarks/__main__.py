@@ -32,7 +32,7 @@ SECTIONS = ("enqueue", "delivery", "handler", "memory", "drain", "adaptive", "sp
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "enqueue": ({"rounds": 20, "batch": 5_000}, {"rounds": 2, "batch": 500}),
     "delivery": (
-        {"total": 5_000, "rounds": 7, "concurrencies": (8, 32, 64)},
+        {"total": 5_000, "rounds": 11, "concurrencies": (8, 32, 64)},
         {"total": 200, "rounds": 1, "concurrencies": (8, 32, 64)},
     ),
     "handler": (
