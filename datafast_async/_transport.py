@@ -190,7 +190,9 @@ class AiohttpTransport:
         # post() is aiohttp's own: a session class of the user's that overrides it keeps it.
         self._post: Callable[..., Awaitable[aiohttp.ClientResponse]] = session.post
         request = getattr(session, "_request", None)
-        if type(session).post is aiohttp.ClientSession.post and callable(request):
+        if getattr(session.post, "__func__", None) is aiohttp.ClientSession.post and callable(
+            request
+        ):
             self._post = functools.partial(request, "POST")
 
     @property

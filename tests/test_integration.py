@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import threading
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -190,6 +191,31 @@ async def test_a_session_of_your_own_is_used_and_left_open(fake: FakeDataFast) -
         assert not session.closed
         async with session.get(fake.base_url + "/") as response:
             assert response.status == 404
+
+
+async def test_a_session_whose_class_overrides_post_has_its_post_called(
+    fake: FakeDataFast,
+) -> None:
+    """The transport calls aiohttp's request coroutine directly (faster than post()), but
+    only for aiohttp's own post(): a session class of the user's that overrides it (to sign,
+    trace, count requests) keeps its post() called for every goal."""
+    calls: list[str] = []
+
+    with warnings.catch_warnings():  # aiohttp discourages it, but it is done
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+        class Traced(aiohttp.ClientSession):
+            def post(self, url: Any, **kwargs: Any) -> Any:
+                calls.append(str(url))
+                return super().post(url, **kwargs)
+
+    async with Traced() as session, client_for(fake, session=session) as df:
+        for i in range(3):
+            df.track_nowait("v", f"t{i}")
+        assert await df.flush(timeout=10) is True
+    assert len(calls) == 3
+    assert all(url.endswith("/api/v1/goals") for url in calls)
+    assert len(fake.goals) == 3
 
 
 async def test_track_nowait_from_a_worker_thread(fake: FakeDataFast) -> None:
