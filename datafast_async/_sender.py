@@ -231,7 +231,13 @@ class Sender:
                         current[index] = item
                         epoch = limiter.epoch
                         try:
-                            status, body, reason, headers = await send(item[0]._body())
+                            delivery = item[0]
+                            wire = delivery._wire
+                            if wire is None:
+                                wire = delivery._body()
+                                if spool is not None:  # the writer journals these bytes
+                                    delivery._wire = wire
+                            status, body, reason, headers = await send(wire)
                             outcome = outcome_of(status, body, reason, headers)
                         except TransportError as exc:
                             outcome = exc
