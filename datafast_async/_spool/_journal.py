@@ -428,6 +428,9 @@ class Journal:
             for adopted in adoption.files:
                 self._take(adopted)
                 reserved += sum(ACK_RESERVE_BASE + len(goal_id) for goal_id in adopted.pending)
+            # After the files taken over, in read_back's order too: its cursor never goes
+            # back to a lower seq, so goals spilled to this file would never be read back.
+            first.seq = next(self._seq)
             self._segments.append(first)
             self._current = first
             self._dir_dirty = True
