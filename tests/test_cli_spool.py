@@ -269,6 +269,7 @@ def test_import_spool_while_the_api_is_down_keeps_the_goals_and_the_next_run_sen
     kept = sum(info.pending or 0 for info in inspect(str(spool)))
     assert kept > 0
     fake.reset()
+    visitors = write_goals(source, 350)  # 50 lines more: sent behind the spool's goals
     code, out, err = run_cli(capsys, "import", str(source), "--spool", str(spool), "--no-progress")
     assert code == 0, out + err
     counts = delivered_visitors(fake)
@@ -322,3 +323,25 @@ async def test_track_with_on_full_block_journals_its_goals(
     assert sum(info.pending or 0 for info in infos) == 5
     stats = await client.aclose(0.0)
     assert stats.spooled == 5
+
+
+def test_goals_spilled_while_an_earlier_runs_goals_are_read_back_are_read_back_too(
+    tmp_path: Path,
+) -> None:
+    """A restart with goals in the spool, then new goals that go to disk behind them (what
+    ``import --spool`` does after an outage, and any app restarted during one): read_back
+    returns every one of them, not only the earlier run's."""
+    journal_goals(tmp_path, KEY, ["old-1", "old-2"])
+    journal = Journal(tmp_path, namespace(KEY), background=False)
+    adoption = journal.open()
+    try:
+        assert len(adoption.records) == 2
+        journal.append(journal.new_id(spilled=True), "/api/v1/goals", body("new-1"))
+        back = journal.read_back(10) + journal.read_back(10)
+        assert [json.loads(record.body)["datafast_visitor_id"] for record in back] == [
+            "old-1",
+            "old-2",
+            "new-1",
+        ]
+    finally:
+        journal.close()

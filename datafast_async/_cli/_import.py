@@ -97,8 +97,10 @@ about once a second, once those goals are on disk (written and fsynced), the num
 line reached is written to a small progress file in DIR (atomically: written, fsynced,
 renamed). After Ctrl-C, SIGTERM, a refused key, an API that stays down, or a crash, run the
 same command again (same FILE, same key): it first sends the goals the spool holds, then reads
-on after the line reached; no line is imported twice. (After a kill -9 or a machine crash, only
-the lines read in the last second or so before it may be sent twice; none is lost.) While the
+on after the line reached; no line is lost and none is read twice. (A goal is sent twice only
+if its request was cut when the client stopped, its answer lost, after Ctrl-C's few seconds of
+grace: at most --concurrency of them; and after a kill -9 or a machine crash, the lines read in
+the last second or so before it.) While the
 API is down or refuses every request the goals wait in DIR and reading stops. The progress file
 checks that the lines already imported are unchanged; lines appended to FILE later are imported
 by the next run. To import FILE again from its start, delete the progress file it names.

@@ -14,9 +14,10 @@ for the next run. It is written about every ``CHECKPOINT_SECONDS`` while reading
 more after the client closed (its goals still pending are then journaled: ``aclose`` keeps
 them). The next run of the same command (same file, same key) takes the spool's goals over
 and sends them first, checks that the file's first ``offset`` bytes are still the same
-(``sha256``), and reads on from ``line + 1``: no line is imported twice. After a ``kill -9``
-or a machine crash, only the lines read since the last checkpoint (at most about a second's)
-may be sent twice; none is lost.
+(``sha256``), and reads on from ``line + 1``: no line is read twice. A goal is sent twice only
+if its request was cut when the client closed (its answer lost: DataFast may have recorded it,
+and the spool keeps it), or, after a ``kill -9`` or a machine crash, if its line was read since
+the last checkpoint (about a second's). None is lost.
 
 The name does not start like a journal file's, so the journal never reads it; it is 0600 like
 the journals (it names the input file, not its contents).
