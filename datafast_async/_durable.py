@@ -255,7 +255,21 @@ class Spool:
         """At the shutdown deadline: whether the goal stays journaled for the next start."""
         with self._lock:
             mark = delivery._spool
-            if mark is None or mark is SPILL:
+            if mark is None:
+                # Not journaled yet: journal it now rather than trust the writer to as it
+                # closes (a full spool would refuse it there, and it would be lost while
+                # counted as kept).
+                journal = self.journal
+                if self.off or not journal.journaling:
+                    return False
+                body = delivery._body()
+                goal_id = journal.new_id()
+                if journal.append(goal_id, self._path, body) is not Append.JOURNALED:
+                    return False
+                delivery._wire = body
+                delivery._spool = goal_id
+                return True
+            if mark is SPILL:
                 return not self.off and self.journal.journaling  # the writer journals it
             return type(mark) is str
 

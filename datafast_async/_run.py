@@ -160,8 +160,9 @@ class Run:
             lost = sender.abandon_all(reason)
             spool = self.spool
             if spool is not None:
-                spool.settle_held(reason)
+                # After the close: its last drain journals goals spilled just before (held).
                 await spool.aclose()
+                spool.settle_held(reason)
             kept = queue.spooled
             if lost and kept:
                 logger.warning(
@@ -225,9 +226,14 @@ class Run:
             lost = self.sender.abandon_all(reason)
             spool = self.spool
             if spool is not None:
-                spool.settle_held(reason)
-                # Off the (ending) loop: the files are written, synced and let go.
-                threading.Thread(target=spool.close, name="datafast-spool-close").start()
+                # Off the (ending) loop: the files are written, synced and let go; then the
+                # goals on disk only settle (the close's last drain may add some).
+                def close_spool(spool: Spool = spool) -> None:
+                    spool.close()
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        spool.settle_held(reason)
+
+                threading.Thread(target=close_spool, name="datafast-spool-close").start()
                 pending = lost
                 kept = self.queue.spooled
                 if kept:

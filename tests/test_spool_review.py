@@ -1,0 +1,81 @@
+"""Adversarial review of the durable spool's wiring: each test is a way the wiring broke (or
+nearly did) under a scenario a user can meet, driven through the public client with small
+intervals. See ``test_spool_client.py`` for the helpers (an in-process API the test
+switches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datafast_async import ShutdownError
+
+from .conftest import balances
+from .test_spool_client import API, client, on_disk, pending_ids, track
+
+# The writer never steps on its own during a test that sets this: what it holds at aclose() is
+# exactly what track() handed it.
+IDLE_WRITER = {"write_interval": 100.0, "sync_interval": 100.0}
+
+
+async def test_goals_kept_at_the_deadline_when_the_spool_is_full_are_not_claimed_kept(
+    tmp_path: Path,
+) -> None:
+    """aclose() at its deadline keeps in the spool the goals still in memory that the writer
+    had not journaled yet, trusting it to journal them as it closes. With the spool full it
+    cannot: the goals it refuses must fail (ShutdownError without ``spooled``, on_failure,
+    counted in ``failed``), not be claimed kept and silently lost.
+
+    Before the fix: 10 goals, room for 5 records: Stats said spooled=10, every Delivery said
+    ShutdownError(spooled=True), on_failure saw none, and the next start found 5."""
+    failures: list[object] = []
+    api = API("hold")
+    df = client(
+        tmp_path,
+        api,
+        max_queue_size=100,
+        concurrency=1,
+        spool_max_bytes=1200,
+        on_failure=lambda goal, error: failures.append(error),
+        _spool_options=IDLE_WRITER,
+    )
+    await df.start()
+    deliveries = track(df, 0, 10)
+    stats = await df.aclose(timeout=0)
+    assert balances(stats)
+    kept = [d for d in deliveries if isinstance(d.error, ShutdownError) and d.error.spooled]
+    assert stats.spooled == len(kept)
+    assert stats.failed == len(failures) == 10 - len(kept)
+    on_file = pending_ids(await on_disk(tmp_path))
+    assert {d.goal.metadata["i"] for d in kept} == on_file  # type: ignore[index]
+    assert 0 < len(on_file) < 10
+
+    api2 = API("up")
+    again = client(tmp_path, api2)
+    await again.start()
+    assert await again.flush(timeout=10) is True
+    stats2 = await again.aclose()
+    assert stats2.delivered == len(kept)
+    assert set(api2.delivered.values()) == {1}
+
+
+async def test_goals_spilled_just_before_aclose_settle_with_spooled_shutdown_errors(
+    tmp_path: Path,
+) -> None:
+    """Goals beyond the queue go to disk through the writer; aclose() settles the Delivery of
+    every goal on disk only with ShutdownError(spooled=True). Those the writer journaled only
+    as the spool closed (tracked within its last interval) must settle too.
+
+    Before the fix: 15 of 20 Deliveries (those spilled beyond a queue of 5) never settled, so a
+    ``await delivery.wait()`` hung for ever; seen also with 3 threads tracking during aclose()
+    (50 of 60 runs left from 1 to 2010 Deliveries pending)."""
+    api = API("hold")
+    df = client(tmp_path, api, max_queue_size=5, concurrency=1, _spool_options=IDLE_WRITER)
+    await df.start()
+    deliveries = track(df, 0, 20)
+    stats = await df.aclose(timeout=0)
+    assert balances(stats)
+    assert stats.spooled == 20
+    pending = [d.goal.metadata["i"] for d in deliveries if not d.done()]  # type: ignore[index]
+    assert pending == []
+    assert all(isinstance(d.error, ShutdownError) and d.error.spooled for d in deliveries)
+    assert len(pending_ids(await on_disk(tmp_path))) == 20
