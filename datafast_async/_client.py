@@ -459,6 +459,10 @@ class DataFast:
         # own lock: a goal can never slip into a run that is being closed.
         if not run.queue.offer(delivery):
             return self._refuse(delivery)
+        if run.spool is not None:
+            # bind() ran meanwhile (in the loop's thread), after this thread looked: its
+            # snapshot of the queue may have missed this goal (accepting it twice is harmless).
+            run.spool.accept(delivery)
         if run.bound:
             sender, loop = run.sender, run.loop
             if loop is running:

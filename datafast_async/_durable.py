@@ -127,9 +127,9 @@ class Spool:
                 await asyncio.shield(task)
 
     def _turn_off(self) -> None:
-        self.off = True
         back: list[Delivery] = []
         with self._lock:
+            self.off = True  # under the lock: a spill() in another thread sees it (spill)
             waiting = list(self._intake)
             self._intake.clear()
             for delivery in waiting:
@@ -164,10 +164,20 @@ class Spool:
         )
 
     def spill(self, delivery: Delivery) -> None:
-        """A goal accepted onto disk only (``can_spill`` said yes)."""
-        delivery._spool = SPILL
+        """A goal accepted onto disk only (``can_spill`` said yes). From any thread: if the
+        spool was turned off meanwhile, the goal goes to memory instead (past the bound)."""
         intake = self._intake
-        intake.append(delivery)
+        with self._lock:
+            if not self.off:
+                delivery._spool = SPILL
+                intake.append(delivery)
+                stranded = False
+            else:
+                stranded = True
+        if stranded:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the run is over
+                self._loop.call_soon_threadsafe(self._on_refill, [delivery])
+            return
         if len(intake) & _WAKE_MASK == 0:
             # Goals bound for disk wait here as whole objects until the writer's step: a
             # burst wakes it early, so that they do not pile up in memory.
@@ -347,10 +357,8 @@ class Spool:
 
     def close(self) -> bool:
         """Write what is buffered, fsync, and let go of the files (blocking: a thread)."""
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
-        self.off = True
+        with self._lock:
+            self.off = True
         return self.journal.close(timeout=_CLOSE_TIMEOUT)
 
     def close_at_exit(self, pending: int) -> bool:
@@ -370,6 +378,9 @@ class Spool:
 
     async def aclose(self) -> bool:
         """``close`` off the loop (after the open finished: it may still be scanning)."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         task = self._open_task
         if task is not None and not task.done():
             with contextlib.suppress(Exception):
