@@ -160,9 +160,12 @@ class Run:
             lost = sender.abandon_all(reason)
             spool = self.spool
             if spool is not None:
-                # After the close: its last drain journals goals spilled just before (held).
-                await spool.aclose()
-                spool.settle_held(reason)
+                # After the close: its last step journals the goals parked before the writer
+                # reached them, and only then are they held (their Delivery settles here).
+                try:
+                    await spool.aclose()
+                finally:
+                    spool.settle_held(reason)
             kept = queue.spooled
             if lost and kept:
                 logger.warning(
