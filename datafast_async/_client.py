@@ -315,12 +315,11 @@ class DataFast:
             return None
         settings = self._settings
         assert settings.api_key is not None  # resolve_settings requires it when enabled
-        journal = Journal(
-            self._spool_path,
-            namespace(settings.api_key, settings.website_id),
-            max_bytes=self._spool_max_bytes,
-            **self._spool_options,
-        )
+        options = dict(self._spool_options)
+        # The CLI's `spool DIR --replay --namespace NS`: another key's goals (a rotated or
+        # revoked key), sent with this one because the user asked for it.
+        space = options.pop("namespace", None) or namespace(settings.api_key, settings.website_id)
+        journal = Journal(self._spool_path, space, max_bytes=self._spool_max_bytes, **options)
         parts = urlsplit(settings.url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         return Spool(

@@ -345,3 +345,31 @@ def test_goals_spilled_while_an_earlier_runs_goals_are_read_back_are_read_back_t
         ]
     finally:
         journal.close()
+
+
+def test_replay_with_namespace_sends_a_rotated_keys_goals_with_the_configured_key(
+    fake: ThreadedFakeDataFast, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Goals parked under a key that was revoked and replaced: a client with the new key
+    leaves them alone (another namespace), and `spool DIR --replay --namespace OLD` sends
+    them with the new key, each once, and deletes their files."""
+    journal_goals(tmp_path, OTHER_KEY, ["r1", "r2", "r3"])
+    old = namespace(OTHER_KEY)
+
+    code, out, err = run_cli(capsys, "spool", str(tmp_path), "--replay")
+    assert code == 0, out + err
+    assert len(fake.goals) == 0  # another namespace: left alone
+    assert f"--replay --namespace {old}" in err
+
+    code, out, err = run_cli(capsys, "spool", str(tmp_path), "--replay", "--namespace", old)
+    assert code == 0, out + err
+    assert delivered_visitors(fake) == Counter(["r1", "r2", "r3"])
+    assert f"sending the goals of namespace {old} with the configured key" in err
+    assert inspect(str(tmp_path)) == []  # delivered: the files are gone
+
+    code, out, err = run_cli(capsys, "spool", str(tmp_path), "--replay", "--namespace", "df-0")
+    assert code == 2
+    assert "no namespace 'df-0'" in err
+    code, out, err = run_cli(capsys, "spool", str(tmp_path), "--namespace", old)
+    assert code == 2
+    assert "--namespace goes with --replay" in err

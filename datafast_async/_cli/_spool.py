@@ -48,7 +48,9 @@ With --replay, the goals of the configured key's namespace (--api-key / DATAFAST
 --website-id for a dft_ token) are sent now: a client takes over every file of that namespace
 that no live client holds, sends what they hold, and deletes them once delivered. Goals of
 other namespaces are left alone (they need their own key); files a live client holds are its
-own to send.
+own to send. With --namespace NS, the goals of namespace NS are sent with the configured key
+instead: those of a key that was rotated or revoked since (they count for the configured
+key's website).
 
 Exit codes: 0 (looking; or every goal replayed); 1 some goals were not delivered (they stay in
 the spool, or failed finally); 2 bad usage or settings; 130 interrupted (what is left stays).
@@ -77,6 +79,12 @@ def add_parser(
     parser.add_argument("directory", metavar="DIR", help="the spool's directory")
     parser.add_argument(
         "--replay", action="store_true", help="send the goals of the configured key's namespace"
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="with --replay: send the goals of namespace NS (as listed) with the configured "
+        "key instead: the goals of a rotated or revoked key",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument(
@@ -302,18 +310,29 @@ class Replay(Interruptible):
 
 def _replay(args: argparse.Namespace, console: Console, before: dict[str, Any]) -> int:
     replay = Replay()
+    other: str | None = args.namespace
+    if other is not None and other not in {entry["namespace"] for entry in before["namespaces"]}:
+        raise CLIError(
+            f"no namespace {other!r} in {args.directory} (`{PROG} spool DIR` lists them)"
+        )
     client = DataFast(  # ConfigurationError: exit 2 in main
         **client_settings(args),
         spool_path=args.directory,
         on_success=replay.on_success,
         on_failure=replay.on_failure,
         shutdown_timeout=REPLAY_GRACE,
+        _spool_options={"namespace": other} if other is not None else None,
     )
     if client._spool_path is None:
         raise CLIError("--replay needs the client enabled (DATAFAST_ENABLED is off)")
     settings = client._settings
     assert settings.api_key is not None
-    mine = namespace(settings.api_key, settings.website_id)
+    mine = other or namespace(settings.api_key, settings.website_id)
+    if other is not None:
+        console.note(
+            f"{PROG}: sending the goals of namespace {other} with the configured key "
+            f"(namespace {namespace(settings.api_key, settings.website_id)})"
+        )
     left, _ = asyncio.run(replay.run(client, args.timeout))
     failed = sum(replay.failed.values())
     failed_text = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(replay.failed.items()))
@@ -339,7 +358,8 @@ def _replay(args: argparse.Namespace, console: Console, before: dict[str, Any]) 
         if entry["pending"]:
             console.note(
                 f"{PROG}: left alone: {entry['pending']:,} goals of namespace "
-                f"{entry['namespace']} (another key or website): replay them with that key"
+                f"{entry['namespace']} (another key or website): replay them with that key, "
+                f"or with this one: --replay --namespace {entry['namespace']}"
             )
     if left:
         why = "the API is down or refused every request (see -v)"
@@ -354,6 +374,8 @@ def _replay(args: argparse.Namespace, console: Console, before: dict[str, Any]) 
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.namespace is not None and not args.replay:
+        raise CLIError("--namespace goes with --replay")
     infos = _look(args.directory)
     summary = summarize(args.directory, infos, show=args.show, yours=_yours(args))
     if args.replay:
