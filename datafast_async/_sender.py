@@ -376,9 +376,9 @@ class Sender:
             maybe = True
         self._observe(delivery, error, epoch)
         if error.opens_circuit:
-            if not self.circuit.closed:  # the goals refused this way count with those it failed
-                self.circuit.failed_while_open += 1
             if not self._park(delivery):
+                if not self.circuit.closed:  # goals refused this way count with those it failed
+                    self.circuit.failed_while_open += 1
                 self._give_up(delivery, error)
             self._check_parked()
             return
