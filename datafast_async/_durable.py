@@ -281,7 +281,10 @@ class Spool:
                 return True
             if mark is SPILL:
                 return not self.off and self.journal.journaling  # the writer journals it
-            return type(mark) is str
+            # Journaled, but while writes fail (a full disk) its record may still be in the
+            # journal's buffer, not on disk: never claim it kept then. It fails, reported; if
+            # its record did reach the disk, the next start sends it again (a resend).
+            return type(mark) is str and self.journal.journaling
 
     # -- reading back (the loop) ------------------------------------------------------------
 

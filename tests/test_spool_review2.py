@@ -42,14 +42,6 @@ async def test_goals_parked_behind_an_open_circuit_are_not_reported_failed(
     assert "(0 failed while" in closing[0], closing[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: at aclose()'s deadline with the disk full (ENOSPC), goals whose records the "
-    "journal held in its unwritten buffer are counted spooled and settle with "
-    "ShutdownError(spooled=True), no on_failure, while the journal's close says they are not "
-    "kept; the next start finds none of them. Spool.keep() trusts any goal with an id; it "
-    "needs the journal to say whether that id's record reached the disk.",
-)
 async def test_goals_kept_at_the_deadline_with_a_full_disk_are_not_claimed_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
