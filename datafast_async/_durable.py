@@ -34,7 +34,6 @@ from ._errors import DataFastError, ShutdownError
 from ._reporting import logger
 from ._spool import Append, Journal, Record
 from ._validation import validate_goal
-from ._wire import encode_fields
 
 __all__ = ["MEMORY", "SKIP", "SPILL", "Spool"]
 
@@ -78,7 +77,6 @@ class Spool:
         self.opened = False
         #: Nothing goes to the journal any more (it could not be opened, or it is closed).
         self.off = False
-        self.adopted = 0
         self.reading = False
         #: The sender has stopped: goals read back from now on stay pending in the journal
         #: (kept for the next start), not in the queue.
@@ -108,7 +106,7 @@ class Spool:
             self._turn_off()  # the journal said why (one ERROR)
             return
         self.opened = True
-        self.adopted = count = len(adoption.records)
+        count = len(adoption.records)
         adoption.records = []  # read back from the files as the queue drains, not kept here
         if count:
             logger.warning(
@@ -194,11 +192,7 @@ class Spool:
                 delivery = intake.popleft()
             except IndexError:
                 break
-            body = delivery._wire
-            if body is None:
-                body = encode_fields(
-                    delivery._visitor_id, delivery._name, delivery._description, delivery._metadata
-                )
+            body = delivery._body()  # the sender's bytes, if it encoded them first
             with lock:
                 mark = delivery._spool
                 if mark is not None and mark is not SPILL:

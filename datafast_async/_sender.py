@@ -468,17 +468,8 @@ class Sender:
     def _check_parked(self) -> None:
         """Every goal still pending is parked on disk and the API is not taking them: a
         ``flush()`` (or ``aclose()``'s drain) waiting for them returns now, with ``False``."""
-        queue = self._queue
-        if (
-            self._spool is not None
-            and not self.circuit.closed
-            and queue._spooled
-            and not len(queue)
-            and not self._ready
-            and not self._heap
-            and not queue.pending
-        ):
-            queue.release_flush_waiters(False)
+        if self.all_parked():
+            self._queue.release_flush_waiters(False)
 
     def all_parked(self) -> bool:
         """Whether every goal pending is parked on disk behind a circuit that is not closed."""
