@@ -318,10 +318,13 @@ async def test_a_live_client_leaves_a_killed_process_files_alone_until_a_client_
             orphans = {name: data for name, data in orphans.items() if f"-{pid}-" in name}
             assert orphans, "the killed process left no file"
 
-            # The survivor runs on (tracking, delivering, rotating its own files) for 1.5 s.
+            # The survivor runs on (tracking, delivering, rotating its own files) until it has
+            # delivered 100 more goals while the dead one's files lie there unlocked.
             delivered_then = survivor.stats().delivered
-            await asyncio.sleep(1.5)
-            assert survivor.stats().delivered > delivered_then + 100, survivor.stats()
+            deadline = time.monotonic() + 15
+            while survivor.stats().delivered <= delivered_then + 100:
+                assert time.monotonic() < deadline, survivor.stats()
+                await asyncio.sleep(0.05)
             now = await asyncio.to_thread(journal_files, tmp_path)
             assert {name: now.get(name) for name in orphans} == orphans, "the survivor touched them"
             survivor_stats = survivor.stats()
