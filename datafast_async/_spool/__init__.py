@@ -7,8 +7,10 @@
   loop, a writer thread that writes, fsyncs, rotates and deletes files, the size cap, and the
   spool's own faults.
 
-Nothing here imports the client, the run or the sender; the sender calls ``append`` when it
-accepts a goal and ``ack`` at its single give-up point. POSIX only (``fcntl.flock``).
+Nothing here imports the client, the run or the sender: ``datafast_async._durable`` (the
+client's side) hands accepted goals to the writer, acknowledges them where the sender settles
+them (``_delivered``, ``_give_up``), and reads goals held on disk back. POSIX only
+(``fcntl.flock``).
 """
 
 from ._journal import Append, Journal

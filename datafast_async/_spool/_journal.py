@@ -14,6 +14,15 @@ acknowledged is deleted (the file being written to is deleted when it is rotated
 ``close``), and what ``inspect`` reads in one file is the whole truth about it. A goal
 acknowledged before its record was written is not written at all.
 
+Goals held on disk only (beyond the client's queue, or parked while the API is down) get a
+spilled id (``new_id(spilled=True)``): the journal keeps nothing of them in memory, and
+``read_back`` finds them again by their id's prefix, oldest first, through a cursor over the
+files (those taken over at ``open`` first, whose pending goals all count as held on disk).
+A goal read back is pending like any other from then on. The writer writes the newest file
+first, so a goal journaled anew is on disk before the acknowledgement of its old record.
+The client hands over what it accepted through ``before_step``, called in the writer's
+thread at each step (and once more at ``close``).
+
 ``max_bytes`` caps every byte of every file the journal holds (records, acknowledgements,
 files taken over at ``open``) plus what is buffered, and room for each pending goal's
 acknowledgement is reserved when it is appended: acknowledgements never pass the cap. Only
