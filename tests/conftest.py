@@ -114,7 +114,9 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     the SDK's log lines go (pytest's log file handler, here) is the application's choice, and
     so is Hypothesis's tracing of every line after a failure (to explain it). The queue's lock
     is allowed too, in the methods that other threads share with the loop: ``track_nowait``
-    may be called from any thread, and each holds it for a few operations, never for I/O.
+    may be called from any thread, and each holds it for a few operations, never for I/O. So
+    are the spool's locks, which the loop shares with the journal's writer thread (the same:
+    a few operations, never I/O).
     Every such error is also recorded, so that one the SDK caught and logged still fails the
     test.
     """
@@ -127,8 +129,16 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             function.can_block_in("logging/__init__.py", {"emit", "flush"})
             # Hypothesis's explain phase traces every line after a failure, ours included.
             function.can_block_in("hypothesis/internal/scrutineer.py", {"trace", "trace_line"})
-        buster.functions["threading.Lock.acquire"].can_block_in(
+        lock = buster.functions["threading.Lock.acquire"]
+        lock.can_block_in(
             "datafast_async/_queue.py", {"offer", "record_drop", "take", "unpark", "finish"}
+        )
+        # The spool's locks, shared with its writer thread, held for a few operations and
+        # never across I/O: the journal's buffers, and a goal's place in the journal.
+        lock.can_block_in("datafast_async/_spool/_journal.py", {"append", "ack", "faults"})
+        lock.can_block_in(
+            "datafast_async/_durable.py",
+            {"settled", "park", "keep", "spill", "_turn_off", "_bring_back", "settle_held"},
         )
         yield
     seen, _Blocked.seen[:] = list(_Blocked.seen), []
