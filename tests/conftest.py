@@ -113,8 +113,9 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     thread; it is scaffolding, not the SDK. A logging handler's own writes are allowed: where
     the SDK's log lines go (pytest's log file handler, here) is the application's choice, and
     so is Hypothesis's tracing of every line after a failure (to explain it). The queue's lock
-    is allowed too, in the methods that other threads share with the loop: ``track_nowait``
-    may be called from any thread, and each holds it for a few operations, never for I/O. So
+    is allowed too, in every method that takes it (other threads share them: ``track_nowait``
+    may be called from any thread, ``stats()`` read from one); each holds it for a few
+    operations, never for I/O. So
     are the spool's locks, which the loop shares with the journal's writer thread (the same:
     a few operations, never I/O).
     Every such error is also recorded, so that one the SDK caught and logged still fails the
@@ -130,9 +131,17 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             # Hypothesis's explain phase traces every line after a failure, ours included.
             function.can_block_in("hypothesis/internal/scrutineer.py", {"trace", "trace_line"})
         lock = buster.functions["threading.Lock.acquire"]
+        # The queue's lock, in every method that takes it: other threads share them (a
+        # track_nowait from a worker thread, a metrics exporter reading stats()).
         lock.can_block_in(
-            "datafast_async/_queue.py", {"offer", "record_drop", "take", "unpark", "finish"}
-        )
+            "datafast_async/_queue.py",
+            {
+                "offer", "record_drop", "take", "unpark", "finish", "park", "take_all",
+                "spill", "adopt", "refill", "discard", "to_disk", "items", "pending",
+                "snapshot", "active", "flush_waiter", "release_flush_waiters", "_check_flush",
+                "push_front", "close_intake",
+            },
+        )  # fmt: skip
         # The spool's locks, shared with its writer thread, held for a few operations and
         # never across I/O: the journal's buffers, and a goal's place in the journal.
         lock.can_block_in("datafast_async/_spool/_journal.py", {"append", "ack", "faults"})
