@@ -434,7 +434,7 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
         ("metadata_literal", "building the 2-key metadata dict"),
         ("validate", "`validate_goal`: every rule, and the metadata copied"),
         ("delivery", "building the `Delivery`"),
-        ("offer", "`GoalQueue.offer`: the lock, the bound, the count"),
+        ("offer", "`RequestQueue.offer`: the lock, the bound, the count"),
         ("running_loop", "`asyncio._get_running_loop()`: which thread is calling"),
     ):
         add(f"`track_nowait`'s steps, one at a time: {label}", _s(enqueue, f"step_{step}_ns"), "ns")

@@ -20,7 +20,8 @@ from typing import Any
 
 from datafast_async import DataFast
 from datafast_async._delivery import pending
-from datafast_async._queue import GoalQueue
+from datafast_async._kinds import GOALS
+from datafast_async._queue import RequestQueue
 from datafast_async._validation import validate_goal
 
 from ._proc import SERVER_CPU, running
@@ -72,8 +73,8 @@ def _time_steps(batch: int) -> dict[str, float]:
     visitor = VISITOR
     metadata = {"plan": "pro", "source": "ads"}
     fields = validate_goal(visitor, "signup", None, metadata)
-    queue = GoalQueue(batch)
-    deliveries = [pending(*fields) for _ in range(batch)]
+    queue = RequestQueue(batch)
+    deliveries = [pending(GOALS, fields) for _ in range(batch)]
     get_loop = asyncio._get_running_loop
     out: dict[str, float] = {}
 
@@ -91,7 +92,7 @@ def _time_steps(batch: int) -> dict[str, float]:
     out["validate_ns"] = (time.perf_counter_ns() - start) / batch
     start = time.perf_counter_ns()
     for _ in range(batch):
-        pending(*fields)
+        pending(GOALS, fields)
     out["delivery_ns"] = (time.perf_counter_ns() - start) / batch
     offer = queue.offer
     start = time.perf_counter_ns()

@@ -17,17 +17,16 @@ import anyio
 
 from ._config import check_count, check_positive, mask_key, resolve_settings
 from ._delivery import Delivery, pending
-from ._durable import Spool
 from ._errors import ClientClosedError, ConfigurationError, DataFastError, QueueFullError
+from ._kinds import GOALS, KINDS, goals
 from ._limiter import Limiter
-from ._models import Goal, GoalResult, Stats
+from ._models import GoalResult, Stats
 from ._reporting import DropLog, FailureCallback, Reporter, SuccessCallback, logger
 from ._retry import RetryPolicy
 from ._run import Run, RunState, await_uncancellable, inherit, watch
 from ._sender import Sender
-from ._spool import Journal, available, namespace
+from ._spool import Journal, RunSpool, available, namespace
 from ._transport import AiohttpTransport, Transport, proxy_for
-from ._validation import validate_goal
 
 __all__ = ["DataFast"]
 
@@ -277,20 +276,21 @@ class DataFast:
 
     def _bind(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
         transport: Transport
+        settings = self._settings
         if self._transport_factory is not None:
             transport = self._transport_factory()
         else:
-            url = self._settings.url
             transport = AiohttpTransport(
-                url,
-                self._settings.headers,
+                settings.base_url,
+                settings.headers,
                 timeout=self._timeout,
                 concurrency=self._concurrency,
                 session=self._session,
                 ssl=self._ssl,
-                proxy=None if self._session is not None else proxy_for(url),
+                proxy=None if self._session is not None else proxy_for(settings.url),
             )
-        spool = self._new_spool(run, loop)
+        targets = [settings.target(kind.path) for kind in KINDS]
+        spool = self._new_spool(run, loop, targets)
         run.bind(
             loop,
             transport,
@@ -300,16 +300,19 @@ class DataFast:
                 transport=bound.transport,
                 policy=self._retry,
                 limiter=Limiter(self._concurrency, loop, adaptive=self._adaptive),
-                reporter=bound.reporter,
+                fate=bound.fate,
                 loop=loop,
                 workers=self._concurrency,
+                targets=targets,
                 on_orphaned=bound.orphan_in_loop,
                 spool=spool,
             ),
             spool,
         )
 
-    def _new_spool(self, run: Run, loop: asyncio.AbstractEventLoop) -> Spool | None:
+    def _new_spool(
+        self, run: Run, loop: asyncio.AbstractEventLoop, targets: list[str]
+    ) -> RunSpool | None:
         """The run's spool (``spool_path``), opened in a thread from now on."""
         if self._spool_path is None:
             return None
@@ -320,14 +323,15 @@ class DataFast:
         # revoked key), sent with this one because the user asked for it.
         space = options.pop("namespace", None) or namespace(settings.api_key, settings.website_id)
         journal = Journal(self._spool_path, space, max_bytes=self._spool_max_bytes, **options)
-        parts = urlsplit(settings.url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        return Spool(
+        # Records keep the path they are sent to below the base URL's own path (which is not
+        # part of the namespace either): a record is rebuilt by the kind its path names.
+        prefix = urlsplit(settings.base_url).path
+        return RunSpool(
             journal,
-            path,
+            [prefix + target for target in targets],
             loop,
-            on_refill=lambda deliveries: run.sender.refill(deliveries),
-            on_damaged=run.queue.discard,
+            on_refill=lambda deliveries: run.sender.refill.refill(deliveries),
+            on_damaged=run.fate.damaged,
         )
 
     # -- processes ------------------------------------------------------------------------
@@ -380,7 +384,7 @@ class DataFast:
         *,
         description: str | None = None,
         metadata: Mapping[str, object] | None = None,
-    ) -> Delivery:
+    ) -> Delivery[GoalResult]:
         """Validate a goal and queue it; never waits and never touches the network.
 
         May be called from any thread: the goal is handed to the client's loop thread-safely.
@@ -396,7 +400,7 @@ class DataFast:
         """
         # Validated here, in the caller's thread; the Goal object itself is built later, and
         # only if somebody asks for it (a callback, delivery.goal).
-        delivery = pending(*validate_goal(visitor_id, name, description, metadata))
+        delivery = pending(GOALS, goals.validate(visitor_id, name, description, metadata))
         if not self._enabled:
             delivery._settle(_DISABLED)
             return delivery
@@ -413,7 +417,9 @@ class DataFast:
             return self._refuse(delivery)
         return self._track_elsewhere(delivery)
 
-    def _track_spooled(self, run: Run, spool: Spool, delivery: Delivery) -> Delivery:
+    def _track_spooled(
+        self, run: Run, spool: RunSpool, delivery: Delivery[GoalResult]
+    ) -> Delivery[GoalResult]:
         """With a spool: into memory and the journal, or (beyond the queue's bound, or behind
         goals already waiting on disk) onto disk only; refused only when the spool is full
         (or cannot be written) and the queue is full too. From any thread."""
@@ -429,13 +435,13 @@ class DataFast:
         return delivery
 
     @staticmethod
-    def _offer_spooled(run: Run, spool: Spool, delivery: Delivery) -> bool:
+    def _offer_spooled(run: Run, spool: RunSpool, delivery: Delivery[GoalResult]) -> bool:
         """Into memory and the journal, or onto disk only; ``False`` if neither has room."""
         queue = run.queue
         if not queue.spooled and queue.offer(delivery):
             spool.accept(delivery)
         elif spool.can_spill():
-            queue.spill()
+            queue.spill(delivery)
             spool.spill(delivery)
         elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
             spool.accept(delivery)
@@ -443,7 +449,7 @@ class DataFast:
             return False
         return True
 
-    def _track_elsewhere(self, delivery: Delivery) -> Delivery:
+    def _track_elsewhere(self, delivery: Delivery[GoalResult]) -> Delivery[GoalResult]:
         """track_nowait off the hot path: start lazily, or hand over from another thread."""
         running = _get_running_loop()
         run = self._run
@@ -480,7 +486,7 @@ class DataFast:
         *,
         description: str | None = None,
         metadata: Mapping[str, object] | None = None,
-    ) -> Delivery:
+    ) -> Delivery[GoalResult]:
         """Validate a goal and queue it; never waits on the network.
 
         With ``on_full="block"`` it waits for room in a full queue, at most ``timeout``
@@ -497,7 +503,7 @@ class DataFast:
         """
         if self._on_full != "block":
             return self.track_nowait(visitor_id, name, description=description, metadata=metadata)
-        delivery = pending(*validate_goal(visitor_id, name, description, metadata))
+        delivery = pending(GOALS, goals.validate(visitor_id, name, description, metadata))
         if not self._enabled:
             delivery._settle(_DISABLED)
             return delivery
@@ -513,7 +519,9 @@ class DataFast:
             return delivery
         return await self._wait_for_room(run, delivery)
 
-    async def _wait_for_room(self, run: Run, delivery: Delivery) -> Delivery:
+    async def _wait_for_room(
+        self, run: Run, delivery: Delivery[GoalResult]
+    ) -> Delivery[GoalResult]:
         """``on_full="block"``: wait for room in the queue (at most ``timeout`` seconds)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
@@ -535,9 +543,10 @@ class DataFast:
         run.sender.notify()
         return delivery
 
-    def _refuse(self, delivery: Delivery, *, waited: bool = False) -> Delivery:
+    def _refuse(
+        self, delivery: Delivery[GoalResult], *, waited: bool = False
+    ) -> Delivery[GoalResult]:
         """A goal that found the queue full: count it, then drop it or raise."""
-        self._drops.record(self._run.queue.record_drop())
         if waited:
             message = (
                 f"the queue stayed full ({self._max_queue_size} goals) for {self._timeout:g} s"
@@ -545,8 +554,9 @@ class DataFast:
         else:
             message = self._full_message
         error = QueueFullError(message)
-        if self._on_full == "drop":
-            delivery._settle(error)
+        drop = self._on_full == "drop"
+        self._run.fate.refused(delivery, error, settle=drop)
+        if drop:
             return delivery
         raise error
 
@@ -574,10 +584,11 @@ class DataFast:
             TransportError: No answer came, attempt after attempt.
             ClientClosedError: The client was closed.
         """
-        goal = Goal(visitor_id, name, description, metadata)
+        fields = goals.validate(visitor_id, name, description, metadata)
         if not self._enabled:
             return _DISABLED
-        return await self._current_run(start=False).sender.send_now(goal)
+        result: GoalResult = await self._current_run(start=False).sender.send_now(GOALS, fields)
+        return result
 
     # -- waiting --------------------------------------------------------------------------
 

@@ -48,10 +48,15 @@ class Settings:
 
     @property
     def url(self) -> str:
-        url = self.base_url + GOALS_PATH
+        """The goals endpoint's whole URL (the command line names it in its output)."""
+        return self.base_url + self.target(GOALS_PATH)
+
+    def target(self, path: str) -> str:
+        """An endpoint's ``path`` with the query every request carries: ``?websiteId=`` for
+        an account token (``dft_``)."""
         if self.api_key is not None and self.api_key.startswith("dft_"):
-            url += "?websiteId=" + quote(self.website_id or "", safe="")
-        return url
+            return path + "?websiteId=" + quote(self.website_id or "", safe="")
+        return path
 
     @property
     def headers(self) -> dict[str, str]:

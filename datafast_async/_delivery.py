@@ -1,130 +1,147 @@
-"""``Delivery``: the handle ``track`` returns, settled once with the goal's fate."""
+"""``Delivery``: the handle ``track`` (and every other queued verb) returns, settled once with
+the request's fate."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
 from ._errors import DataFastError
-from ._models import Goal, GoalResult, checked_goal
-from ._outcome import read_result
-from ._wire import encode_fields
+from ._kinds import Fields, Kind, for_value
+
+if TYPE_CHECKING:
+    from ._models import Goal
 
 __all__ = ["Delivery", "pending"]
 
+R = TypeVar("R")
 
-class Delivery:
-    """The fate of one goal handed to ``track``/``track_nowait``.
 
-    It settles exactly once: with a ``GoalResult`` when the API accepted the goal, or with the
-    final ``DataFastError`` when it failed, was dropped at the door, or was still undelivered at
-    ``aclose()``'s deadline. It always settles, at the latest when ``aclose()`` returns. Nobody
-    has to await it: an unobserved ``Delivery`` costs one small object and never warns.
+class Delivery(Generic[R]):
+    """The fate of one request handed to ``track``/``track_nowait`` (or another queued verb).
+
+    It settles exactly once: with the result (a ``GoalResult`` for a goal) when the API
+    accepted the request, or with the final ``DataFastError`` when it failed, was dropped at
+    the door, or was still undelivered at ``aclose()``'s deadline. It always settles, at the
+    latest when ``aclose()`` returns. Nobody has to await it: an unobserved ``Delivery`` costs
+    one small object and never warns.
 
     Attributes:
-        goal: The validated goal.
+        event: The validated value (a ``Goal``, ...).
+        goal: The same, for a goal's ``Delivery`` (the name it had before other kinds).
     """
 
-    # A plain slotted class: one is built per goal on the hot path, and it is the per-goal
-    # memory that a queue of 10,000 goals holds. It keeps the goal's validated fields and
-    # builds the ``Goal`` only when somebody asks for it (a callback, ``.goal``): track_nowait
-    # then allocates one object, and a queued goal costs one object less. ``_outcome`` is None,
-    # a GoalResult, a DataFastError, or the API's 2xx body (bytes), read into a GoalResult
-    # only when somebody asks; ``_waiters`` is created only when somebody awaits.
-    # With a spool, ``_wire`` keeps the request body once encoded (the bytes journaled are
-    # the bytes sent) and ``_spool`` the goal's state in the journal (``_durable``); a weak
-    # reference finds a goal the app still holds when it comes back from disk.
+    # A plain slotted class: one is built per request on the hot path, and it is the
+    # per-request memory that a queue of 10,000 holds. It keeps the kind's validated fields
+    # (a tuple) and builds the value (``Goal``) only when somebody asks for it (a callback,
+    # ``.event``). ``_outcome`` is None, a result, a DataFastError, or the API's 2xx body
+    # (bytes), read by the kind into its result only when somebody asks; ``_waiters`` is
+    # created only when somebody awaits. ``_wire`` keeps the request body once the kind
+    # encoded it (with a spool: the bytes journaled are the bytes sent) and ``_spool`` the
+    # request's state in the journal (``_spool.Spool``); a weak reference finds a request
+    # the app still holds when it comes back from disk.
     __slots__ = (
         "__weakref__",
-        "_description",
-        "_goal",
-        "_metadata",
-        "_name",
+        "_event",
+        "_fields",
+        "_kind",
         "_outcome",
         "_spool",
-        "_visitor_id",
         "_waiters",
         "_wire",
     )
 
     if TYPE_CHECKING:
-        _visitor_id: str
-        _name: str
-        _description: str | None
-        _metadata: dict[str, str] | None
-        _goal: Goal | None
-        _outcome: GoalResult | DataFastError | bytes | None
+        _kind: Kind[Any, R]
+        _fields: Fields
+        _event: object
+        _outcome: object
         _waiters: list[asyncio.Future[None]] | None
         _wire: bytes | None
         _spool: object
 
-    def __init__(self, goal: Goal) -> None:
-        self._visitor_id = goal.visitor_id
-        self._name = goal.name
-        self._description = goal.description
-        self._metadata = goal.metadata  # type: ignore[assignment]  # a dict, made by Goal
-        self._goal = goal
+    def __init__(self, event: object) -> None:
+        kind = for_value(event)
+        if kind is None:
+            raise TypeError(f"no kind of request takes a {type(event).__name__}")
+        self._kind = kind  # type: ignore[assignment]  # the kind of this event
+        self._fields = kind.fields_of(event)
+        self._event = event
         self._outcome = None
         self._waiters = None
         self._wire = None
         self._spool = None
 
     @property
-    def goal(self) -> Goal:
-        """The validated goal (the same object every time)."""
-        goal = self._goal
-        if goal is None:
+    def kind(self) -> str:
+        """The kind of request: ``"goals"``, ... (the keys of ``Stats.by_kind``)."""
+        return self._kind.name
+
+    @property
+    def event(self) -> Any:
+        """The validated value (the same object every time)."""
+        event = self._event
+        if event is None:
             # Built once, by whichever thread asks first (the lock only on this slow path, so
             # two threads cannot build two); the fields were validated already.
             with _build_lock:
-                goal = self._goal
-                if goal is None:
-                    goal = self._goal = checked_goal(
-                        self._visitor_id, self._name, self._description, self._metadata
-                    )
+                event = self._event
+                if event is None:
+                    event = self._event = self._kind.build(self._fields)
+        return event
+
+    @property
+    def goal(self) -> Goal:
+        """The validated goal (the same object every time); a goal's ``Delivery`` only."""
+        if not self._kind.goal_alias:
+            raise AttributeError(f"a {self._kind.noun}'s Delivery has no .goal: use .event")
+        goal: Goal = self.event
         return goal
 
     def __repr__(self) -> str:
         outcome = self._outcome
         state = "pending" if outcome is None else repr(self.result or outcome)
-        return f"<Delivery {self._name!r} {state}>"
+        return f"<Delivery {self._kind.describe(self._fields)} {state}>"
 
     def _body(self) -> bytes:
-        """The goal's request body: the bytes the spool journaled, when it did (encoding is
-        deterministic: the same bytes either way); not kept otherwise, so that a goal waiting
-        in memory holds no copy of it."""
+        """The request body: the bytes the spool journaled, when it did (the kind's encoding
+        is deterministic: the same bytes either way); not kept otherwise, so that a request
+        waiting in memory holds no copy of it."""
         wire = self._wire
         if wire is None:
-            return encode_fields(self._visitor_id, self._name, self._description, self._metadata)
+            return self._kind.encode(self._fields)
         return wire
 
     def done(self) -> bool:
-        """Whether the goal's fate is known."""
+        """Whether the request's fate is known."""
         return self._outcome is not None
 
     @property
-    def result(self) -> GoalResult | None:
-        """The API's answer once the goal was delivered, else ``None``."""
+    def result(self) -> R | None:
+        """The API's answer once the request was delivered, else ``None``."""
         outcome = self._outcome
         if type(outcome) is bytes:
             # Read once, by whichever thread asks first (the same object for every caller).
             with _build_lock:
                 outcome = self._outcome
                 if type(outcome) is bytes:
-                    outcome = self._outcome = read_result(outcome)
-        return outcome if isinstance(outcome, GoalResult) else None
+                    outcome = self._outcome = self._kind.read_result(outcome)
+        if outcome is None or isinstance(outcome, DataFastError):
+            return None
+        result: R = outcome  # type: ignore[assignment]
+        return result
 
     @property
     def error(self) -> DataFastError | None:
-        """The final error once the goal failed or was dropped, else ``None``."""
+        """The final error once the request failed or was dropped, else ``None``."""
         outcome = self._outcome
         return outcome if isinstance(outcome, DataFastError) else None
 
-    async def wait(self, timeout: float | None = None) -> GoalResult:
-        """Wait for the goal's fate.
+    async def wait(self, timeout: float | None = None) -> R:
+        """Wait for the request's fate.
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits until it settles (at the latest
@@ -134,9 +151,9 @@ class Delivery:
             The API's answer.
 
         Raises:
-            DataFastError: The goal's final error (an ``APIError``, ``TransportError``,
+            DataFastError: The final error (an ``APIError``, ``TransportError``,
                 ``QueueFullError`` or ``ShutdownError``).
-            TimeoutError: The timeout came first; the goal is still on its way.
+            TimeoutError: The timeout came first; the request is still on its way.
         """
         if self._outcome is None:
             loop = asyncio.get_running_loop()
@@ -161,8 +178,9 @@ class Delivery:
         assert isinstance(outcome, DataFastError)
         raise outcome
 
-    def _settle(self, outcome: GoalResult | DataFastError | bytes) -> bool:
-        """Record the goal's fate; the first call wins. Called in the client's loop."""
+    def _settle(self, outcome: object) -> bool:
+        """Record the fate (a result, the success body, or the final error); the first call
+        wins. Only ``_fate`` calls it, in the client's loop."""
         if self._outcome is not None:
             return False
         self._outcome = outcome
@@ -175,7 +193,7 @@ class Delivery:
 
 
 _new_delivery = object.__new__
-# Guards the lazy building of a Delivery's Goal and GoalResult (rare, never on the hot path).
+# Guards the lazy building of a Delivery's value and result (rare, never on the hot path).
 _build_lock = threading.Lock()
 
 
@@ -185,17 +203,13 @@ def after_fork() -> None:
     _build_lock = threading.Lock()
 
 
-def pending(
-    visitor_id: str, name: str, description: str | None, metadata: dict[str, str] | None
-) -> Delivery:
-    """A new, unsettled ``Delivery`` for fields that ``validate_goal`` returned (the hot path:
-    no ``Goal`` is built until somebody asks for it)."""
-    delivery: Delivery = _new_delivery(Delivery)
-    delivery._visitor_id = visitor_id
-    delivery._name = name
-    delivery._description = description
-    delivery._metadata = metadata
-    delivery._goal = None
+def pending(kind: Kind[Any, R], fields: Fields) -> Delivery[R]:
+    """A new, unsettled ``Delivery`` for fields that the kind's validator returned (the hot
+    path: no value is built until somebody asks for it)."""
+    delivery: Delivery[R] = _new_delivery(Delivery)
+    delivery._kind = kind
+    delivery._fields = fields
+    delivery._event = None
     delivery._outcome = None
     delivery._waiters = None
     delivery._wire = None

@@ -1,4 +1,4 @@
-"""The value types: ``Goal``, ``GoalResult`` and ``Stats``."""
+"""The value types: ``Goal``, ``GoalResult``, ``Stats`` and ``KindStats``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import attrs
 
 from ._validation import validate_goal
 
-__all__ = ["Goal", "GoalResult", "Stats", "checked_goal", "new_result"]
+__all__ = ["Goal", "GoalResult", "KindStats", "Stats", "checked_goal", "new_result"]
 
 
 @attrs.frozen(init=False, weakref_slot=False)
@@ -130,8 +130,23 @@ def new_result(event_id: str | None, message: str | None) -> GoalResult:
 
 
 @attrs.frozen(weakref_slot=False)
+class KindStats:
+    """The counters of one kind of request (``Stats.by_kind["goals"]``), with the same
+    meaning and the same invariant as ``Stats``' totals."""
+
+    enqueued: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+    retries: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    spooled: int = 0
+
+
+@attrs.frozen(weakref_slot=False)
 class Stats:
-    """A snapshot of the client's counters.
+    """A snapshot of the client's counters, over every kind of request (goals, ...).
 
     At every moment ``enqueued == delivered + failed + queued + in_flight + spooled``;
     ``dropped`` counts goals refused at the door (queue full, or the spool full) and is not
@@ -151,6 +166,9 @@ class Stats:
             for the next start. Always 0 without a spool.
         concurrency_limit: The adaptive in-flight limit now (between 1 and ``concurrency``);
             a gauge, left out when two snapshots are compared.
+        by_kind: The same counters per kind of request (``"goals"``, ...), a ``KindStats``
+            each, every kind the client sends listed; the totals above are their sums. Left
+            out when two snapshots are compared (the totals are).
     """
 
     enqueued: int = 0
@@ -163,3 +181,10 @@ class Stats:
     spooled: int = 0
     # A gauge, not a counter: two snapshots compare equal when their counters are.
     concurrency_limit: int = attrs.field(default=0, eq=False)
+    by_kind: Mapping[str, KindStats] = attrs.field(factory=dict, eq=False, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as plain data (``by_kind`` as a dict of dicts), ready for JSON."""
+        data = attrs.asdict(self, recurse=False)
+        data["by_kind"] = {name: attrs.asdict(kind) for name, kind in self.by_kind.items()}
+        return data

@@ -1,12 +1,13 @@
 """What an answer means: the only reader of DataFast's answers.
 
 A transport gives back what came over the wire (status, body, reason phrase, headers);
-``outcome_of`` turns it into the goal's outcome, once: the API's success body (read into a
-``GoalResult`` by ``read_result`` only when somebody asks), or the ``APIError`` it means, with
-``opens_circuit`` set when every later request would get the same answer.
+``outcome_of`` turns it into the request's outcome, once, for any kind of request: the API's
+success body (which the request's kind reads into its result only when somebody asks), or the
+``APIError`` it means, with ``opens_circuit`` set when every later request would get the same
+answer.
 
-- A 2xx counts only when its body is DataFast's success answer (a JSON object with
-  ``"status": "success"``); anything else (a captive portal's page, a wrong host) is final.
+- A 2xx counts only when its body is DataFast's success answer for that endpoint (the kind
+  says: ``Kind.is_success``); anything else (a captive portal's page, a wrong host) is final.
 - A 3xx is never followed (the key must not reach another host): final, naming where it pointed.
 - 401, 403, 407, and any other 4xx whose body is not DataFast's error envelope, open the
   circuit: every request would get them. Not 408 and 429, nor 413, 414 and 431, which are about
@@ -24,9 +25,9 @@ from collections.abc import Mapping
 from http import HTTPStatus
 
 from ._errors import APIError, error_for_status
-from ._models import GoalResult, new_result
+from ._kinds import Kind
 
-__all__ = ["Answer", "is_success", "outcome_of", "parse_retry_after", "read_result"]
+__all__ = ["Answer", "outcome_of", "parse_retry_after"]
 
 #: What a transport gives back: status, body (capped), reason phrase, headers.
 Answer = tuple[int, bytes, str, Mapping[str, str]]
@@ -40,58 +41,16 @@ _SPACE_RE = re.compile(r"\s+")
 # headers too large (one oversized goal must not fail every goal with it).
 _THIS_REQUEST = frozenset({408, 413, 414, 429, 431})
 _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
-# json.loads makes a new string per response; the confirmation message is nearly always the
-# same, so results share one copy.
-_KNOWN_MESSAGES = {"Custom event created successfully": "Custom event created successfully"}
-# The API's usual answer, read without building a JSON document (json.loads costs several
-# times more on the sender's path): first as compact JSON, then with any JSON white space.
-# Anything else, escapes included, goes through json.loads.
-_TEXT = rb'"([ !#-\[\]-\xff]*)"'  # a JSON string without escapes or control characters
-_SUCCESS_TOKENS = (
-    rb"\{",
-    rb'"status"',
-    b":",
-    rb'"success"',
-    b",",
-    rb'"data"',
-    b":",
-    rb"\[",
-    rb"\{",
-    rb'"message"',
-    b":",
-    _TEXT,
-    b",",
-    rb'"eventId"',
-    b":",
-    _TEXT,
-    rb"\}",
-    rb"\]",
-    rb"\}",
-)
-_SUCCESS_COMPACT_RE = re.compile(b"".join(_SUCCESS_TOKENS))
-_WS = rb"[ \t\n\r]*"  # JSON's white space
-_SUCCESS_SPACED_RE = re.compile(_WS + _WS.join(_SUCCESS_TOKENS) + _WS)
-
-
-def is_success(body: bytes) -> bool:
-    """Whether a 2xx body is DataFast's success answer: a JSON object whose ``status`` is
-    ``"success"`` (its other fields may change)."""
-    if _SUCCESS_COMPACT_RE.fullmatch(body) is not None:
-        return True  # the API's usual answer, whole: no JSON document built
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("status") == "success"
 
 
 def outcome_of(
-    status: int, body: bytes, reason: str, headers: Mapping[str, str]
+    kind: Kind[object, object], status: int, body: bytes, reason: str, headers: Mapping[str, str]
 ) -> bytes | APIError:
-    """What an answer means: its body for DataFast's success answer (``read_result`` turns it
-    into the ``GoalResult`` when somebody asks), the matching ``APIError`` otherwise."""
+    """What an answer to a request of ``kind`` means: its body for DataFast's success answer
+    for that endpoint (the kind reads its result from it when somebody asks), the matching
+    ``APIError`` otherwise."""
     if 200 <= status < 300:
-        if is_success(body):
+        if kind.is_success(body):
             return body
         return _not_datafast(status, body, reason, headers)
     text = body.decode("utf-8", "replace")
@@ -128,37 +87,12 @@ def _not_datafast(status: int, body: bytes, reason: str, headers: Mapping[str, s
     shown = _digest(text, 0, "") if text.strip() else "an empty body"
     error = APIError(
         status,
-        f"the answer was not DataFast's ({kind}, {len(body)} bytes: {shown}); the goal was "
-        "probably not recorded: check base_url, and any proxy or captive portal in between",
+        f"the answer was not DataFast's ({kind}, {len(body)} bytes: {shown}); the request "
+        "was probably not recorded: check base_url, and any proxy or captive portal in between",
         text[:_BODY_LIMIT],
     )
     error.opens_circuit = True
     return error
-
-
-def read_result(body: bytes) -> GoalResult:
-    """The ``GoalResult`` in DataFast's success answer (its ``data[0]``)."""
-    # The goal was recorded whatever else the body says; an unreadable data[0] only leaves
-    # the event id unknown.
-    match = _SUCCESS_COMPACT_RE.fullmatch(body) or _SUCCESS_SPACED_RE.fullmatch(body)
-    if match is not None:
-        try:
-            said, event = match[1].decode(), match[2].decode()
-        except UnicodeDecodeError:
-            pass
-        else:
-            return new_result(event, _KNOWN_MESSAGES.get(said, said))
-    try:
-        data = json.loads(body)
-        first = data["data"][0]
-        event_id = first.get("eventId")
-        message = first.get("message")
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
-        return GoalResult(event_id=None, message=None)
-    if not isinstance(event_id, str):
-        event_id = None
-    message = _KNOWN_MESSAGES.get(message, message) if isinstance(message, str) else None
-    return GoalResult(event_id=event_id, message=message)
 
 
 def _message_of(text: str) -> tuple[str | None, bool]:

@@ -1,20 +1,21 @@
-"""The bounded queue of goals, and the ledger that counts every one of them.
+"""The bounded queue of requests, and the ledger that counts every one of them.
 
-``GoalQueue`` only buffers and counts; it does no I/O and knows nothing of HTTP, so it is tested
-alone. A goal enters with ``offer`` (from any thread), leaves the queue with ``take`` (the
-sender, in the client's loop) and ends with ``finish`` (``take_all`` takes every queued goal
-at once, to end them). At every moment::
+``RequestQueue`` only buffers and counts; it does no I/O and knows nothing of HTTP or of kinds
+of request (it counts by ``Kind.index``), so it is tested alone. A request enters with
+``offer`` (from any thread), leaves the queue with ``take`` (the sender, in the client's loop)
+and ends with ``finish`` (``take_all`` takes every queued request at once, to end them). At
+every moment, in total and for each kind::
 
     enqueued == delivered + failed + queued + in_flight + spooled
 
-where ``queued`` is the queue's length, ``in_flight`` the goals taken and not yet finished
-(sending or waiting to retry) and ``spooled`` the goals held on disk only by the durable spool
+where ``queued`` is the queue's length, ``in_flight`` the requests taken and not yet finished
+(sending or waiting to retry) and ``spooled`` the requests held on disk only by the durable spool
 (beyond the bound, parked while the API is down, taken over from an earlier run, kept at the
 shutdown deadline). Every change to those numbers happens under one lock, so a snapshot taken
 from any thread is consistent.
 
-The bound counts goals waiting to retry together with the queued ones (``park``/``unpark``), so
-however long the API is down, at most ``maxsize`` goals wait and at most one per worker is
+The bound counts requests waiting to retry together with the queued ones (``park``/``unpark``), so
+however long the API is down, at most ``maxsize`` requests wait and at most one per worker is
 being sent.
 """
 
@@ -24,45 +25,52 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._delivery import Delivery
 from ._errors import ClientClosedError
-from ._models import Stats
+from ._kinds import KINDS
+from ._models import KindStats, Stats
 
-__all__ = ["GoalQueue"]
+__all__ = ["RequestQueue"]
 
 _T = TypeVar("_T")
 
 
-class GoalQueue:
+# The ledger's columns per kind (``_kinds``): queued is what the others leave.
+_ENQUEUED, _DELIVERED, _FAILED, _DROPPED, _RETRIES, _IN_FLIGHT, _SPOOLED = range(7)
+
+
+class RequestQueue:
     """A FIFO of ``Delivery`` objects holding at most ``maxsize``, with the run's counters."""
 
     def __init__(self, maxsize: int) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self.maxsize = maxsize
-        self._items: deque[Delivery] = deque()
+        self._items: deque[Delivery[Any]] = deque()
         self._lock = threading.Lock()
         # Goals taken and not finished, in the order they were taken, with their take index:
         # the first value is the smallest, which makes flush's check O(1).
-        self._active: dict[Delivery, int] = {}
+        self._active: dict[Delivery[Any], int] = {}
         self._taken = 0
         self._enqueued = 0
         self._delivered = 0
         self._failed = 0
         self._dropped = 0
         self._retries = 0
-        self._parked = 0  # taken goals waiting to retry: they count against maxsize
-        self._spooled = 0  # goals on disk only (the durable spool)
+        self._parked = 0  # taken requests waiting to retry: they count against maxsize
+        self._spooled = 0  # requests on disk only (the durable spool)
+        #: The same counters per kind, by ``Kind.index`` (columns: _ENQUEUED, ...).
+        self._kinds: list[list[int]] = [[0] * 7 for _ in KINDS]
         self._flush_waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
     # -- intake (any thread) --------------------------------------------------------------
 
-    def offer(self, delivery: Delivery) -> bool:
-        """Append a goal if there is room; ``False`` (and nothing counted) if full.
+    def offer(self, delivery: Delivery[Any]) -> bool:
+        """Append a request if there is room; ``False`` (and nothing counted) if full.
 
         Raises:
             ClientClosedError: ``close_intake()`` was called.
@@ -80,6 +88,7 @@ class GoalQueue:
                 return False
             self._items.append(delivery)
             self._enqueued += 1
+            self._kinds[delivery._kind.index][_ENQUEUED] += 1
         finally:
             lock.release()
         return True
@@ -90,24 +99,26 @@ class GoalQueue:
         self._lock = threading.Lock()
 
     def close_intake(self) -> None:
-        """Refuse every later ``offer``: the run is closing (set under the lock, so a goal
+        """Refuse every later ``offer``: the run is closing (set under the lock, so a request
         handed over by another thread is either in before the sender ends what is left, or
         refused)."""
         with self._lock:
             self._closed = True
 
-    def push_front(self, deliveries: Iterable[Delivery]) -> int:
-        """Put goals ahead of everything queued (a replay at start-up), ignoring the bound."""
+    def push_front(self, deliveries: Iterable[Delivery[Any]]) -> int:
+        """Put requests ahead of everything queued (a replay at start-up), ignoring the bound."""
         items = list(deliveries)
         with self._lock:
             self._items.extendleft(reversed(items))
             self._enqueued += len(items)
-            # Flush targets count takes: these goals are taken before the ones waited for.
+            for delivery in items:
+                self._kinds[delivery._kind.index][_ENQUEUED] += 1
+            # Flush targets count takes: these requests are taken before the ones waited for.
             self._flush_waiters = [(t + len(items), f) for t, f in self._flush_waiters]
         return len(items)
 
-    def spill(self) -> None:
-        """Count a goal accepted straight onto disk (the spool holds it, not the queue).
+    def spill(self, delivery: Delivery[Any]) -> None:
+        """Count a request accepted straight onto disk (the spool holds it, not the queue).
 
         Raises:
             ClientClosedError: ``close_intake()`` was called.
@@ -121,28 +132,40 @@ class GoalQueue:
                 )
             self._enqueued += 1
             self._spooled += 1
+            counts = self._kinds[delivery._kind.index]
+            counts[_ENQUEUED] += 1
+            counts[_SPOOLED] += 1
         finally:
             lock.release()
 
-    def adopt(self, count: int) -> None:
-        """Count goals taken over from an earlier run's spool: accepted, on disk only."""
+    def adopt(self, counts: list[int]) -> None:
+        """Count requests taken over from an earlier run's spool (how many of each kind, by
+        its index): accepted, on disk only."""
         with self._lock:
-            self._enqueued += count
-            self._spooled += count
+            for index, count in enumerate(counts):
+                self._enqueued += count
+                self._spooled += count
+                self._kinds[index][_ENQUEUED] += count
+                self._kinds[index][_SPOOLED] += count
 
-    def refill(self, deliveries: list[Delivery]) -> None:
+    def refill(self, deliveries: list[Delivery[Any]]) -> None:
         """Goals read back from disk join the queue (behind what is queued), ignoring the
         bound: the reader asks only for the room there is."""
         with self._lock:
             self._items.extend(deliveries)
             self._spooled -= len(deliveries)
+            for delivery in deliveries:
+                self._kinds[delivery._kind.index][_SPOOLED] -= 1
 
-    def discard(self, count: int) -> None:
-        """Goals read back from disk that cannot be sent (damaged records): failed."""
+    def discard(self, index: int, count: int) -> None:
+        """Requests of the kind ``index`` counted on disk that will never be sent (damaged
+        records, or ones the journal could not keep after all): failed."""
         with self._lock:
             self._spooled -= count
             self._failed += count
-            # They were counted in flush targets as goals still to take: they never will be.
+            self._kinds[index][_SPOOLED] -= count
+            self._kinds[index][_FAILED] += count
+            # They were counted in flush targets as requests still to take: they never will be.
             taken = self._taken
             self._flush_waiters = [
                 (t - min(count, t - taken) if t > taken else t, f) for t, f in self._flush_waiters
@@ -150,8 +173,8 @@ class GoalQueue:
         if self._flush_waiters:
             self._check_flush()
 
-    def to_disk(self, delivery: Delivery, *, again: bool = True) -> bool:
-        """A goal taken earlier leaves memory for the spool: parked while the API is down
+    def to_disk(self, delivery: Delivery[Any], *, again: bool = True) -> bool:
+        """A request taken earlier leaves memory for the spool: parked while the API is down
         (``again``: it will be read back and taken again), or kept at the shutdown deadline.
         ``False`` if it was not active."""
         with self._lock:
@@ -159,8 +182,11 @@ class GoalQueue:
             if index is None:
                 return False
             self._spooled += 1
+            counts = self._kinds[delivery._kind.index]
+            counts[_IN_FLIGHT] -= 1
+            counts[_SPOOLED] += 1
             if again:
-                # Flush targets count takes: this goal will be taken once more.
+                # Flush targets count takes: this request will be taken once more.
                 self._flush_waiters = [
                     (t + 1 if t > index else t, f) for t, f in self._flush_waiters
                 ]
@@ -170,25 +196,26 @@ class GoalQueue:
     def spooled(self) -> int:
         return self._spooled
 
-    def items(self) -> list[Delivery]:
-        """The goals queued now (a copy)."""
+    def items(self) -> list[Delivery[Any]]:
+        """The requests queued now (a copy)."""
         with self._lock:
             return list(self._items)
 
-    def record_drop(self) -> int:
-        """Count one goal refused at the door; returns the running total."""
+    def record_drop(self, delivery: Delivery[Any]) -> int:
+        """Count one request refused at the door; returns the running total."""
         lock = self._lock
-        lock.acquire()  # as in offer(): a full queue may refuse every goal of a busy app
+        lock.acquire()  # as in offer(): a full queue may refuse every request of a busy app
         try:
             self._dropped += 1
+            self._kinds[delivery._kind.index][_DROPPED] += 1
             return self._dropped
         finally:
             lock.release()
 
     # -- the sender's side (the client's loop) --------------------------------------------
 
-    def take(self) -> Delivery | None:
-        """The oldest queued goal, now in flight; ``None`` when the queue is empty."""
+    def take(self) -> Delivery[Any] | None:
+        """The oldest queued request, now in flight; ``None`` when the queue is empty."""
         lock = self._lock
         lock.acquire()
         try:
@@ -197,68 +224,75 @@ class GoalQueue:
             delivery = self._items.popleft()
             self._active[delivery] = self._taken
             self._taken += 1
+            self._kinds[delivery._kind.index][_IN_FLIGHT] += 1
         finally:
             lock.release()
         if self._room_waiters:
             _wake_first(self._room_waiters)
         return delivery
 
-    def take_all(self) -> list[Delivery]:
-        """Every queued goal at once, now in flight (to be failed: shutdown, an open circuit)."""
+    def take_all(self) -> list[Delivery[Any]]:
+        """Every queued request at once, now in flight (to be failed: shutdown, an open circuit)."""
         with self._lock:
             items = list(self._items)
             self._items.clear()
             for delivery in items:
                 self._active[delivery] = self._taken
                 self._taken += 1
+                self._kinds[delivery._kind.index][_IN_FLIGHT] += 1
         if self._room_waiters:
             self.abandon_room_waiters()
         return items
 
-    def is_active(self, delivery: Delivery) -> bool:
-        """Whether a goal is taken and not finished."""
+    def is_active(self, delivery: Delivery[Any]) -> bool:
+        """Whether a request is taken and not finished."""
         return delivery in self._active
 
     @property
-    def active(self) -> list[Delivery]:
-        """The goals taken and not finished, oldest first."""
+    def active(self) -> list[Delivery[Any]]:
+        """The requests taken and not finished, oldest first."""
         with self._lock:
             return list(self._active)
 
     def park(self) -> None:
-        """A taken goal waits to retry: it counts against the bound until ``unpark``."""
+        """A taken request waits to retry: it counts against the bound until ``unpark``."""
         with self._lock:
             self._parked += 1
 
-    def unpark(self, *, retry: bool) -> None:
-        """A goal that waited to retry is sent again (``retry``), or ends while waiting."""
+    def unpark(self, delivery: Delivery[Any], *, retry: bool) -> None:
+        """A request that waited to retry is sent again (``retry``), or ends while waiting."""
         lock = self._lock
         lock.acquire()
         try:
             self._parked -= 1
             if retry:
                 self._retries += 1
+                self._kinds[delivery._kind.index][_RETRIES] += 1
         finally:
             lock.release()
         if self._room_waiters:
             _wake_first(self._room_waiters)
 
-    def finish(self, delivery: Delivery, delivered: bool) -> bool:
-        """Count a goal taken earlier as delivered or failed; ``False`` if it was not active."""
+    def finish(self, delivery: Delivery[Any], delivered: bool) -> bool:
+        """Count a request taken earlier as delivered or failed; ``False`` if it was not active."""
         lock = self._lock
         lock.acquire()
         try:
             if self._active.pop(delivery, None) is None:
                 return False
+            counts = self._kinds[delivery._kind.index]
+            counts[_IN_FLIGHT] -= 1
             if delivered:
                 self._delivered += 1
+                counts[_DELIVERED] += 1
             else:
                 self._failed += 1
+                counts[_FAILED] += 1
         finally:
             lock.release()
         waiters = self._flush_waiters
         # Targets only grow, so the first waiter's is the smallest: none is due before every
-        # goal up to it has been taken.
+        # request up to it has been taken.
         if waiters and self._taken >= waiters[0][0]:
             self._check_flush()
         return True
@@ -266,7 +300,7 @@ class GoalQueue:
     # -- waiting (the client's loop) ------------------------------------------------------
 
     def flush_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[bool] | None:
-        """A future set once every goal queued or in flight now has finished (None: already)."""
+        """A future set once every request queued or in flight now has finished (None: already)."""
         with self._lock:
             target = self._taken + len(self._items) + self._spooled
             if self._flushed(target):
@@ -276,7 +310,7 @@ class GoalQueue:
         return future
 
     def release_flush_waiters(self, value: bool) -> None:
-        """Resolve every flush waiter with ``value`` (``False``: every goal still pending is
+        """Resolve every flush waiter with ``value`` (``False``: every request still pending is
         parked on disk, and the API is not taking them)."""
         with self._lock:
             waiters, self._flush_waiters = self._flush_waiters, []
@@ -287,7 +321,7 @@ class GoalQueue:
         self._flush_waiters = [(t, f) for t, f in self._flush_waiters if f is not future]
 
     def room_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
-        """A future set when a goal leaves the queue (for ``on_full="block"``)."""
+        """A future set when a request leaves the queue (for ``on_full="block"``)."""
         future: asyncio.Future[None] = loop.create_future()
         self._room_waiters.append(future)
         return future
@@ -330,9 +364,23 @@ class GoalQueue:
         with self._lock:
             return len(self._items) + len(self._active)
 
+    def spooled_by_kind(self) -> dict[str, int]:
+        """Requests held on disk only, per kind (those with none left out)."""
+        with self._lock:
+            return {
+                kind.name: counts[_SPOOLED]
+                for kind, counts in zip(KINDS, self._kinds, strict=True)
+                if counts[_SPOOLED]
+            }
+
     def snapshot(self, concurrency_limit: int = 0) -> Stats:
         with self._lock:
+            by_kind = {
+                kind.name: _kind_stats(counts)
+                for kind, counts in zip(KINDS, self._kinds, strict=True)
+            }
             return Stats(
+                by_kind=by_kind,
                 concurrency_limit=concurrency_limit,
                 enqueued=self._enqueued,
                 delivered=self._delivered,
@@ -343,6 +391,20 @@ class GoalQueue:
                 in_flight=len(self._active),
                 spooled=self._spooled,
             )
+
+
+def _kind_stats(counts: list[int]) -> KindStats:
+    enqueued, delivered, failed, dropped, retries, in_flight, spooled = counts
+    return KindStats(
+        enqueued=enqueued,
+        delivered=delivered,
+        failed=failed,
+        dropped=dropped,
+        retries=retries,
+        queued=enqueued - delivered - failed - in_flight - spooled,
+        in_flight=in_flight,
+        spooled=spooled,
+    )
 
 
 def _wake_first(waiters: deque[asyncio.Future[None]]) -> None:

@@ -20,17 +20,23 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import DataFastError
-from ._models import Goal, GoalResult
+from ._kinds import for_value
+
+if TYPE_CHECKING:
+    from ._delivery import Delivery
 
 __all__ = ["AttemptLog", "DropLog", "FailureLog", "Reporter", "logger"]
 
 logger = logging.getLogger("datafast_async")
 
-SuccessCallback = Callable[[Goal, GoalResult], object]
-FailureCallback = Callable[[Goal, DataFastError], object]
+#: ``on_success(event, result)``: the validated value (a ``Goal``, ...) and its result (a
+#: ``GoalResult``, ...). A callback typed on ``Goal`` keeps working for goals.
+SuccessCallback = Callable[[Any, Any], object]
+#: ``on_failure(event, error)``, for every kind.
+FailureCallback = Callable[[Any, DataFastError], object]
 
 
 class FailureLog:
@@ -43,12 +49,14 @@ class FailureLog:
         self._kinds: dict[tuple[object, ...], list[float]] = {}
         self._labels: dict[tuple[object, ...], str] = {}
 
-    def record(self, goal: Goal, error: DataFastError) -> None:
+    def record(self, what: str, plural: str, error: DataFastError) -> None:
+        """One request failed: ``what`` describes it (``"goal 'signup'"``), ``plural`` names
+        its kind in the summary lines (``"goals"``)."""
         # An answer's kind is its class and status: a gateway's page may differ per request
         # (a request id, a time), and must not make each goal a kind of its own. Other errors
         # are kinds by their message (a refused connection, a timeout, the shutdown).
         status = getattr(error, "status", None)
-        kind = (type(error), status, None if status is not None else str(error))
+        kind = (plural, type(error), status, None if status is not None else str(error))
         now = time.monotonic()
         entry = self._kinds.get(kind)
         if entry is not None and now - entry[0] < self._window:
@@ -60,7 +68,7 @@ class FailureLog:
             self.summarise_all()
         self._kinds[kind] = [now, 0]
         self._labels[kind] = str(error)[:200]  # as the first of its kind said it
-        logger.warning("goal %r failed: %s", goal.name, error)
+        logger.warning("%s failed: %s", what, error)
 
     def summarise_all(self) -> None:
         for kind, entry in self._kinds.items():
@@ -71,8 +79,9 @@ class FailureLog:
     def _summarise(self, kind: tuple[object, ...], entry: list[float]) -> None:
         if entry[1]:
             logger.warning(
-                "%d more goals failed the same way (like: %s) in the last %.0f s",
+                "%d more %s failed the same way (like: %s) in the last %.0f s",
                 int(entry[1]),
+                kind[0],
                 self._labels.get(kind, ""),
                 time.monotonic() - entry[0],
             )
@@ -148,6 +157,10 @@ class AttemptLog:
         self._next = now + self._window
 
 
+# Seconds async callbacks cancelled at shutdown get to end.
+_CANCEL_WAIT = 0.1
+
+
 class Reporter:
     """Calls ``on_success``/``on_failure`` and owns the tasks of async callbacks."""
 
@@ -164,20 +177,24 @@ class Reporter:
         self.failure_log = FailureLog()
         self.async_allowed = True
 
-    def delivered(self, goal: Goal, result: GoalResult) -> None:
+    def delivered(self, event: object, result: object) -> None:
         if self._on_success is not None:
-            self._call(self._on_success, goal, result)
+            self._call(self._on_success, event, result)
 
-    def failed(self, goal: Goal, error: DataFastError) -> None:
-        self.failure_log.record(goal, error)
+    def failed(self, delivery: Delivery[Any], error: DataFastError, *, log: bool = True) -> None:
+        """A request failed finally; ``log``: said by the failure log (not at the shutdown
+        deadline, which one WARNING says for all)."""
+        kind = delivery._kind
+        if log:
+            self.failure_log.record(kind.describe(delivery._fields), kind.plural, error)
         if self._on_failure is not None:
-            self._call(self._on_failure, goal, error)
+            self._call(self._on_failure, delivery.event, error)
 
-    def _call(self, callback: Callable[[Goal, Any], object], goal: Goal, arg: object) -> None:
+    def _call(self, callback: Callable[[Any, Any], object], event: object, arg: object) -> None:
         try:
-            returned = callback(goal, arg)
+            returned = callback(event, arg)
         except Exception:
-            logger.exception("the %s callback raised for goal %r", _name(callback), goal.name)
+            logger.exception("the %s callback raised for %s", _name(callback), _what(event))
             return
         if inspect.isawaitable(returned):
             if not self.async_allowed:
@@ -185,9 +202,9 @@ class Reporter:
                 if inspect.iscoroutine(returned):
                     returned.close()
                 logger.error(
-                    "the %s callback for goal %r was not run: the event loop is ending",
+                    "the %s callback for %s was not run: the event loop is ending",
                     _name(callback),
-                    goal.name,
+                    _what(event),
                 )
                 return
             task: asyncio.Task[object] = asyncio.ensure_future(_run(callback, returned))
@@ -203,7 +220,8 @@ class Reporter:
             logger.error("%d async callbacks did not finish in time and were cancelled", len(late))
             for task in late:
                 task.cancel()
-            await asyncio.wait(late, timeout=1.0)
+            # A callback that catches its cancellation is not waited for past this.
+            await asyncio.wait(late, timeout=_CANCEL_WAIT)
 
 
 async def _run(callback: Callable[..., object], awaitable: Awaitable[object]) -> object:
@@ -212,6 +230,14 @@ async def _run(callback: Callable[..., object], awaitable: Awaitable[object]) ->
     except Exception:
         logger.exception("the %s callback raised", _name(callback))
         return None
+
+
+def _what(event: object) -> str:
+    """A request's value in a log line: ``goal 'signup'`` (its kind describes it)."""
+    kind = for_value(event)
+    if kind is None:
+        return repr(event)[:100]
+    return kind.describe(kind.fields_of(event))
 
 
 def _name(callback: Callable[..., object]) -> str:

@@ -1,16 +1,18 @@
 """The retry policy (bounded attempts, full-jitter backoff, ``Retry-After`` limits, the circuit
-breaker's cool-down) and ``decide``, the one retry decision of the queue's goals and ``send()``.
+breaker's cool-down) and ``next_step``, the one decision after a failed attempt, for the
+queue's requests and ``send()``'s alike.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 
 import attrs
 
 from ._errors import DataFastError
 
-__all__ = ["PAST_DEADLINE", "RetryPolicy", "decide", "retry_delay"]
+__all__ = ["PAST_DEADLINE", "RetryPolicy", "Step", "decide", "next_step", "retry_delay"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -91,3 +93,38 @@ def decide(
     if deadline is not None and now + delay > deadline:
         return PAST_DEADLINE
     return delay
+
+
+class Step(enum.Enum):
+    """What comes after a failed attempt (``next_step``)."""
+
+    #: Wait the delay, then send again.
+    RETRY = "retry"
+    #: Final: the error is the request's fate (not retriable).
+    FINAL = "final"
+    #: Retriable, but not retried (out of attempts, or a ``Retry-After`` past
+    #: ``max_retry_after``): final, or, with a spool, kept on disk while the API is down.
+    EXHAUSTED = "exhausted"
+    #: An answer that every request would get: the circuit opens.
+    CIRCUIT = "circuit"
+    #: The next attempt could only start after ``aclose()``'s deadline.
+    DEADLINE = "deadline"
+
+
+def next_step(
+    policy: RetryPolicy,
+    error: DataFastError,
+    attempt: int,
+    now: float,
+    deadline: float | None,
+) -> tuple[Step, float]:
+    """The one decision after attempt ``attempt`` failed with ``error``: the step, and for
+    ``Step.RETRY`` the seconds to wait (``0.0`` otherwise)."""
+    if error.opens_circuit:
+        return Step.CIRCUIT, 0.0
+    delay = decide(policy, error, attempt, now, deadline)
+    if delay is None:
+        return (Step.EXHAUSTED if error.retriable else Step.FINAL), 0.0
+    if delay == PAST_DEADLINE:
+        return Step.DEADLINE, 0.0
+    return Step.RETRY, delay

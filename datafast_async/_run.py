@@ -15,6 +15,7 @@ import contextlib
 import enum
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable
@@ -24,18 +25,27 @@ import aiohttp
 import anyio
 
 from . import _delivery
-from ._durable import Spool
+from ._fate import Fate
 from ._models import Stats
-from ._queue import GoalQueue
+from ._queue import RequestQueue
 from ._reporting import DropLog, Reporter, logger
 from ._sender import Sender
+from ._spool import RunSpool
 from ._transport import Transport
 
 __all__ = ["NO_LOOP", "Run", "RunState", "await_uncancellable", "inherit", "watch"]
 
-_CALLBACK_GRACE = 1.0  # seconds async callbacks get after the shutdown deadline
-_CLOSE_TRANSPORT_TIMEOUT = 5.0
+# Seconds aclose() may take past its deadline, in all: cutting the requests in flight, the
+# journal's last write, async callbacks still running, closing the HTTP session. Each step
+# gets what is left of it; what cannot finish in time is said, never waited for.
+GRACE = 1.0
+# Of which the workers get this long to end once cancelled (they end at their next await).
+_STOP_WAIT = 0.25
+# The least each later step gets, even when the grace is spent (a step that needs no time
+# returns at once).
+_STEP_FLOOR = 0.05
 _ORPHAN_CLOSE_TIMEOUT = 1.0  # seconds to close the session while the loop is ending
+_EXIT_JOIN = 2.0  # seconds the process's exit waits for a spool closing in a thread
 NO_LOOP = object()  # a run's intake while it accepts nothing
 
 
@@ -57,9 +67,11 @@ class Run:
     sender: Sender
 
     def __init__(self, max_queue_size: int, drops: DropLog, initial_limit: int) -> None:
-        self.queue = GoalQueue(max_queue_size)
+        self.queue = RequestQueue(max_queue_size)
         self._initial_limit = initial_limit
         self.drops = drops
+        #: The one place its requests' fates are decided (refusals even before ``bind``).
+        self.fate = Fate(self.queue, drops)
         self.state = RunState.NEW
         # The run's loop while it accepts goals (else NO_LOOP): the hot path compares it with
         # the running loop, so another thread, or a new loop in this thread, takes the slow
@@ -72,7 +84,7 @@ class Run:
         #: Whether ``bind`` gave the run its parts (a run closed while NEW never had them).
         self.bound = False
         #: The durable spool (``spool_path``), set by ``bind``.
-        self.spool: Spool | None = None
+        self.spool: RunSpool | None = None
 
     def bind(
         self,
@@ -80,7 +92,7 @@ class Run:
         transport: Transport,
         reporter: Reporter,
         make_sender: Callable[[Run], Sender],
-        spool: Spool | None = None,
+        spool: RunSpool | None = None,
     ) -> None:
         """Bind the run to ``loop`` with all its parts, and start the sender (and open the
         spool, in a thread)."""
@@ -88,6 +100,7 @@ class Run:
         self.transport = transport
         self.reporter = reporter
         self.spool = spool
+        self.fate.bind(reporter, spool)
         self.sender = make_sender(self)
         self.bound = True
         self.state = RunState.RUNNING
@@ -98,12 +111,13 @@ class Run:
             spool.open(self._adopted)
         self.sender.start()
 
-    def _adopted(self, count: int) -> None:
-        """The spool is open: ``count`` goals of an earlier run wait on disk, to send first."""
+    def _adopted(self, counts: list[int]) -> None:
+        """The spool is open: ``counts`` requests (of each kind) of an earlier run wait on
+        disk, to send first."""
         if self.state is not RunState.RUNNING:
             return
-        if count:
-            self.queue.adopt(count)
+        if sum(counts):
+            self.queue.adopt(counts)
         if self.queue.spooled:
             self.sender.notify()  # goals wait on disk (adopted, or spilled while it opened)
 
@@ -137,14 +151,28 @@ class Run:
             self.state = RunState.CLOSING
             self.intake = NO_LOOP
             self.queue.close_intake()
-            self.sender.begin_close(deadline)
+            self.sender.begin_close(deadline, _deadline_reason(seconds))
             self.close_task = loop.create_task(
                 self._shutdown(deadline, seconds), name="datafast-aclose"
             )
         return self.close_task
 
     async def _shutdown(self, deadline: float, seconds: float) -> Stats:
-        loop, sender, reporter, queue = self.loop, self.sender, self.reporter, self.queue
+        """Drain until ``deadline``; then, within ``GRACE``, cut what is in flight, hand every
+        request not settled to ``Fate.at_deadline``, close the journal, give async callbacks
+        what time is left, and close the HTTP session."""
+        loop, sender, reporter, queue, fate = (
+            self.loop,
+            self.sender,
+            self.reporter,
+            self.queue,
+            self.fate,
+        )
+        end = deadline + GRACE
+
+        def left() -> float:
+            return max(_STEP_FLOOR, end - loop.time())
+
         try:
             queue.abandon_room_waiters()
             drained = queue.flush_waiter(loop)
@@ -155,52 +183,31 @@ class Run:
                         await asyncio.wait((drained,), timeout=remaining)
                 finally:
                     queue.discard_flush_waiter(drained)
-            await sender.stop()
-            reason = f"goal still undelivered at the shutdown deadline ({seconds:g} s)"
-            lost = sender.abandon_all(reason)
+            await sender.stop(min(_STOP_WAIT, left()))
+            reason = _deadline_reason(seconds)
+            sender.abandon_all(reason)
             spool = self.spool
             if spool is not None:
-                # After the close: its last step journals the goals parked before the writer
-                # reached them, and only then are they held (their Delivery settles here).
+                # After the close: its last step journals the requests parked before the
+                # writer reached them, and only then are they held (their Delivery settles).
                 try:
-                    await spool.aclose()
+                    await spool.aclose(left())
                 finally:
-                    spool.settle_held(reason)
-            kept = queue.spooled
-            if lost and kept:
-                logger.warning(
-                    "%d goals were still undelivered at the shutdown deadline (%g s): %d are "
-                    "kept in the spool at %s for the next start; %d could not be kept and "
-                    "failed with ShutdownError (reported to on_failure)",
-                    lost + kept,
-                    seconds,
-                    kept,
-                    spool.journal.directory if spool is not None else "",
-                    lost,
-                )
-            elif kept:
-                logger.warning(
-                    "%d goals were still undelivered at the shutdown deadline (%g s): they "
-                    "are kept in the spool at %s; the next start sends them",
-                    kept,
-                    seconds,
-                    spool.journal.directory if spool is not None else "",
-                )
-            elif lost:
-                logger.warning(
-                    "%d goals were still undelivered at the shutdown deadline (%g s): they "
-                    "failed with ShutdownError (reported to on_failure)",
-                    lost,
-                    seconds,
-                )
+                    fate.held_at_end(spool.take_held(), reason)
+            fate.summary(seconds, spool.journal.directory if spool is not None else None)
             queue.release_flush_waiters(False)
-            await reporter.aclose(max(deadline - loop.time(), _CALLBACK_GRACE))
+            # Async callbacks get the time left before the deadline, and at least what is
+            # left of the grace.
+            await reporter.aclose(max(deadline - loop.time(), left()))
             reporter.failure_log.summarise_all()
             self.drops.at_close(queue.snapshot().dropped)
-            try:
-                await asyncio.wait_for(self.transport.aclose(), timeout=_CLOSE_TRANSPORT_TIMEOUT)
-            except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
-                logger.warning("closing the HTTP session failed: %r", exc)
+            with anyio.move_on_after(left()) as scope:
+                try:
+                    await self.transport.aclose()
+                except (OSError, aiohttp.ClientError) as exc:
+                    logger.warning("closing the HTTP session failed: %r", exc)
+            if scope.cancelled_caught:
+                logger.warning("closing the HTTP session did not finish within the grace")
             self.state = RunState.CLOSED
             self.final_stats = self.stats()
             return self.final_stats
@@ -225,18 +232,25 @@ class Run:
         pending = self.queue.pending
         if was_bound:
             self.reporter.async_allowed = False
-            reason = "the event loop ended before the goal was delivered (no aclose())"
-            lost = self.sender.abandon_all(reason)
+            reason = "the event loop ended before the request was delivered (no aclose())"
+            before = sum(self.fate.cut)
+            self.sender.abandon_all(reason)
+            lost = sum(self.fate.cut) - before
             spool = self.spool
             if spool is not None:
                 # Off the (ending) loop: the files are written, synced and let go; then the
-                # goals on disk only settle (the close's last drain may add some).
-                def close_spool(spool: Spool = spool) -> None:
+                # requests on disk only settle (the close's last drain may add some).
+                def close_spool(spool: RunSpool = spool) -> None:
                     spool.close()
                     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                        spool.settle_held(reason)
+                        self.fate.held_at_end(spool.take_held(), reason)
 
-                threading.Thread(target=close_spool, name="datafast-spool-close").start()
+                # Owned: the process's exit joins it (with a bound), so its last write lands.
+                thread = threading.Thread(
+                    target=close_spool, name="datafast-spool-close", daemon=True
+                )
+                _closing.append(thread)
+                thread.start()
                 pending = lost
                 kept = self.queue.spooled
                 if kept:
@@ -294,6 +308,8 @@ class Owner(Protocol):
 
 
 _owners: weakref.WeakSet[Owner] = weakref.WeakSet()
+# Spools closing in a thread as their loop ended without aclose(): joined at exit.
+_closing: list[threading.Thread] = []
 # A forked child's copies of its parent's runs: kept, never used, never closed (their queue,
 # session and sockets are the parent's), so that collecting them cannot touch the parent's.
 _inherited: list[object] = []
@@ -316,7 +332,14 @@ def _after_fork_in_child() -> None:
         owner._after_fork()
 
 
+def _deadline_reason(seconds: float) -> str:
+    return f"still undelivered at the shutdown deadline ({seconds:g} s)"
+
+
 def _at_exit() -> None:
+    deadline = time.monotonic() + _EXIT_JOIN
+    for thread in _closing:
+        thread.join(max(0.0, deadline - time.monotonic()))
     lost = sum(owner._pending_at_exit() for owner in list(_owners))
     if lost:
         logger.warning(

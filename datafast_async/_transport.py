@@ -1,9 +1,11 @@
 """Transports: how one request body reaches the API, and what came back.
 
-The sender awaits ``Transport.send(body)``, which gives the answer as it came (status, body,
-reason phrase, headers: an ``Answer``; ``_outcome.outcome_of`` says what it means), and raises
-``TransportError`` when no answer came. ``AiohttpTransport`` is the real one and the *only*
-place where aiohttp's exceptions are caught and turned into ``TransportError``.
+The sender awaits ``Transport.send(method, target, body)`` (``target``: the endpoint's path
+with its query, below the base URL), which gives the answer as it came (status, body, reason
+phrase, headers: an ``Answer``; ``_outcome.outcome_of`` says what it means), and raises
+``TransportError`` when no answer came. Transports know nothing of kinds of request.
+``AiohttpTransport`` is the real one and the *only* place where aiohttp's exceptions are
+caught and turned into ``TransportError``.
 ``MockTransport`` runs a handler function instead, so most tests need no socket.
 """
 
@@ -42,10 +44,10 @@ _READ_LIMIT = 64 * 1024  # bytes of a response body read at most
 
 
 class Transport(Protocol):
-    """Sends one request body and gives back the answer as it came; raises
-    ``TransportError`` when no HTTP answer came."""
+    """Sends one request and gives back the answer as it came; raises ``TransportError``
+    when no HTTP answer came. ``target`` is a path below the base URL, with its query."""
 
-    async def send(self, body: bytes) -> Answer: ...
+    async def send(self, method: str, target: str, body: bytes | None) -> Answer: ...
 
     async def aclose(self) -> None: ...
 
@@ -120,7 +122,8 @@ class AiohttpTransport:
     """One pooled keep-alive aiohttp session, owned or borrowed.
 
     Args:
-        url: The full goals URL (with ``?websiteId=`` for account tokens).
+        base_url: The API's base URL (``https://datafa.st``); each request names its target
+            below it.
         headers: Headers for every request, built once.
         timeout: Seconds for one attempt, connection and body included.
         concurrency: The most connections kept to the API.
@@ -131,7 +134,7 @@ class AiohttpTransport:
 
     def __init__(
         self,
-        url: str,
+        base_url: str,
         headers: Mapping[str, str],
         *,
         timeout: float,
@@ -140,7 +143,9 @@ class AiohttpTransport:
         ssl: ssl_module.SSLContext | None = None,
         proxy: str | None = None,
     ) -> None:
-        self._url = url
+        self._base_url = url = base_url
+        #: Each target's whole URL, built once (a handful of endpoints).
+        self._urls: dict[str, str] = {}
         own: dict[str, str] = dict(headers)
         # A connection that cannot be made in 90% of the time fails as such (aiohttp's
         # ConnectionTimeoutError): its request never left, so maybe_delivered is False.
@@ -188,26 +193,34 @@ class AiohttpTransport:
         # call, which tries and fails to set ``__orig_class__`` on the slotted instance (an
         # AttributeError raised and caught): ~5% of the instructions per request. Only where
         # post() is aiohttp's own: a session class of the user's that overrides it keeps it.
-        self._post: Callable[..., Awaitable[aiohttp.ClientResponse]] = session.post
+        self._request: Callable[..., Awaitable[aiohttp.ClientResponse]] = session.request
         request = getattr(session, "_request", None)
-        if getattr(session.post, "__func__", None) is aiohttp.ClientSession.post and callable(
-            request
+        if getattr(session.request, "__func__", None) is aiohttp.ClientSession.request and (
+            getattr(session.post, "__func__", None) is aiohttp.ClientSession.post
+            and callable(request)
         ):
-            self._post = functools.partial(request, "POST")
+            self._request = request
+        elif getattr(session.post, "__func__", None) is not aiohttp.ClientSession.post:
+            # A session class of the user's that overrides post(): its POSTs go through it.
+            self._request = functools.partial(_through_post, session)
 
     @property
     def session(self) -> aiohttp.ClientSession:
         return self._session
 
-    async def send(self, body: bytes) -> Answer:
+    async def send(self, method: str, target: str, body: bytes | None) -> Answer:
         unchained: TransportError
+        url = self._urls.get(target)
+        if url is None:
+            url = self._urls[target] = self._base_url + target
         # The sender awaits this coroutine directly, once per goal: every await between the
         # worker and aiohttp is a frame that each wake-up of the request passes through.
         try:
             # Awaited, then released, rather than ``async with``: the context manager's two
             # extra coroutines are a measurable share of the client's work per request.
-            response = await self._post(
-                self._url,
+            response = await self._request(
+                method,
+                url,
                 data=body,
                 headers=self._headers,
                 timeout=self._timeout,
@@ -335,6 +348,16 @@ def _split_proxy(proxy: str | None) -> tuple[str | None, str | None]:
     return parts._replace(netloc=netloc).geturl(), authorization
 
 
+def _through_post(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: object
+) -> Awaitable[aiohttp.ClientResponse]:
+    """A request through a session whose ``post()`` its class overrides (POSTs only go
+    there: that is what such a class means to intercept)."""
+    if method == "POST":
+        return session.post(url, **kwargs)  # type: ignore[arg-type,unused-ignore]
+    return session.request(method, url, **kwargs)  # type: ignore[arg-type,unused-ignore]
+
+
 def _shown_proxy(proxy: str | None) -> str:
     return repr(proxy)  # already without its credentials (_split_proxy)
 
@@ -359,17 +382,20 @@ class MockTransport:
     """A transport that calls ``handler(request)`` instead of the network.
 
     The handler returns a ``Response`` (or an awaitable of one), or raises ``TransportError``
-    to stand for a connection failure.
+    to stand for a connection failure. ``request.url`` is the whole URL: ``url`` (the base URL;
+    a URL with a path keeps only its origin and any path before ``/api/``) and the target.
     """
 
-    def __init__(self, handler: Handler, *, url: str = "https://datafa.st/api/v1/goals") -> None:
+    def __init__(self, handler: Handler, *, url: str = "https://datafa.st") -> None:
         self._handler = handler
-        self._url = url
+        cut = url.find("/api/")
+        self._base_url = (url if cut < 0 else url[:cut]).rstrip("/")
         self.headers: dict[str, str] = {}
         self.closed = False
 
-    async def send(self, body: bytes) -> Answer:
-        result = self._handler(Request("POST", self._url, self.headers, body))
+    async def send(self, method: str, target: str, body: bytes | None) -> Answer:
+        request = Request(method, self._base_url + target, self.headers, body or b"")
+        result = self._handler(request)
         if inspect.isawaitable(result):
             result = await result
         if not isinstance(result, Response):

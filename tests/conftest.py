@@ -146,8 +146,8 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         # never across I/O: the journal's buffers, and a goal's place in the journal.
         lock.can_block_in("datafast_async/_spool/_journal.py", {"append", "ack", "faults"})
         lock.can_block_in(
-            "datafast_async/_durable.py",
-            {"settled", "park", "keep", "spill", "_turn_off", "_bring_back", "settle_held"},
+            "datafast_async/_spool/_run_spool.py",
+            {"settled", "park", "keep", "spill", "_turn_off", "_bring_back", "take_held"},
         )
         yield
     seen, _Blocked.seen[:] = list(_Blocked.seen), []

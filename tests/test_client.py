@@ -177,7 +177,7 @@ async def test_async_callbacks_still_running_at_the_deadline_are_cancelled(
 ) -> None:
     """aclose() gives async callbacks until the deadline (at least a grace period), then
     cancels those still running and says how many."""
-    monkeypatch.setattr(_run, "_CALLBACK_GRACE", 0.01)
+    monkeypatch.setattr(_run, "GRACE", 0.01)
     started = asyncio.Event()
     finished: list[str] = []
     cancelled: list[str] = []

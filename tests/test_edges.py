@@ -24,7 +24,7 @@ from datafast_async import (
 )
 from datafast_async._delivery import Delivery
 from datafast_async._outcome import parse_retry_after
-from datafast_async._queue import GoalQueue
+from datafast_async._queue import RequestQueue as GoalQueue
 from datafast_async._transport import Request, Response
 from datafast_async.testing import ThreadedFakeDataFast
 
@@ -321,7 +321,7 @@ class _BrokenTransport:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def send(self, body: bytes) -> object:
+    async def send(self, method: str, target: str, body: bytes | None) -> object:
         self.calls += 1
         return None
 

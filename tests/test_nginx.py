@@ -30,7 +30,8 @@ from datafast_async import (
     Stats,
     TransportError,
 )
-from datafast_async._outcome import Answer, is_success
+from datafast_async._kinds.goals import is_success
+from datafast_async._outcome import Answer
 from datafast_async._transport import AiohttpTransport, Transport
 from datafast_async.testing import FakeDataFast
 
@@ -69,11 +70,12 @@ class Witness:
         self.cut = 0
         self.pages: dict[int, bytes] = {}
 
-    async def send(self, body: bytes) -> Answer:
+    async def send(self, method: str, target: str, body: bytes | None) -> Answer:
+        assert body is not None
         visitor = json.loads(body)["datafast_visitor_id"]
         self.attempts[visitor] += 1
         try:
-            answer = await self.inner.send(body)
+            answer = await self.inner.send(method, target, body)
         except TransportError as exc:
             self.unanswered[visitor] += 1
             self.transport_errors[_kind(exc)] += 1

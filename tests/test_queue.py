@@ -9,7 +9,7 @@ import pytest
 
 from datafast_async import Goal, Stats
 from datafast_async._delivery import Delivery
-from datafast_async._queue import GoalQueue
+from datafast_async._queue import RequestQueue as GoalQueue
 
 
 def make(n: int) -> list[Delivery]:
@@ -82,7 +82,7 @@ def test_goals_waiting_to_retry_count_against_the_bound() -> None:
     queue.park()  # one taken goal now waits to retry: it still holds a place
     assert queue.offer(items[3])
     assert not queue.offer(items[4])  # 2 queued + 1 waiting to retry = the bound
-    queue.unpark(retry=True)  # sent again: its place is free
+    queue.unpark(items[0], retry=True)  # sent again: its place is free
     assert queue.offer(items[4])
     assert queue.snapshot().retries == 1
 
@@ -97,7 +97,7 @@ async def test_a_goal_that_stops_waiting_to_retry_makes_room_for_a_blocked_track
     queue.park()  # waiting to retry: the queue is full
     assert not queue.offer(second)
     room = queue.room_waiter(asyncio.get_running_loop())
-    queue.unpark(retry=False)  # it ended while waiting (the shutdown deadline, say)
+    queue.unpark(first, retry=False)  # it ended while waiting (the shutdown deadline, say)
     assert room.done()
     assert queue.offer(second)
     assert queue.snapshot() == Stats(enqueued=2, queued=1, in_flight=1)  # not a retry

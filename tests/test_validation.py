@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datafast_async import DataFast, Goal, ValidationError
-from datafast_async._wire import encode_goal
+from datafast_async._kinds.goals import encode_goal
 
 VID = "a3ab2331-989f-4cfa-91c6-2461c9e3c6bd"
 

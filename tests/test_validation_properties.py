@@ -30,8 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datafast_async import Goal, ValidationError, _validation
+from datafast_async._kinds.goals import encode_fields
 from datafast_async._validation import MAX_METADATA_ENTRIES, validate_goal
-from datafast_async._wire import encode_fields
 
 # The contract's ^...$ patterns, anchored on the whole text (Python's $ also matches before a
 # final newline).

@@ -19,9 +19,10 @@ from datafast_async import (
     TransportError,
     VisitorNotFoundError,
 )
-from datafast_async._outcome import outcome_of, parse_retry_after, read_result
+from datafast_async._kinds import GOALS
+from datafast_async._kinds.goals import encode_goal, read_result
+from datafast_async._outcome import outcome_of, parse_retry_after
 from datafast_async._transport import Response
-from datafast_async._wire import encode_goal
 
 from .conftest import EVENT_ID, error, ok
 
@@ -31,7 +32,7 @@ def decode_response(response: Response) -> GoalResult | APIError:
     headers = dict(response.headers)
     if response.retry_after is not None:
         headers["Retry-After"] = response.retry_after
-    outcome = outcome_of(response.status, response.body, response.reason, headers)
+    outcome = outcome_of(GOALS, response.status, response.body, response.reason, headers)
     return read_result(outcome) if isinstance(outcome, bytes) else outcome
 
 

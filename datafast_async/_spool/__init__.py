@@ -7,24 +7,31 @@
   loop, a writer thread that writes, fsyncs, rotates and deletes files, the size cap, and the
   spool's own faults.
 
-Nothing here imports the client, the run or the sender: ``datafast_async._durable`` (the
-client's side) hands accepted goals to the writer, acknowledges them where the sender settles
-them (``_delivered``, ``_give_up``), and reads goals held on disk back. POSIX only
-(``fcntl.flock``).
+- ``_run_spool``: ``RunSpool``, the client's side for one run: it hands accepted requests to
+  the writer, acknowledges them where ``_fate`` settles them, parks and keeps them on disk,
+  and reads requests held on disk back (rebuilt by the kind their record's path names).
+
+Nothing here imports the client, the run or the sender. POSIX only (``fcntl.flock``).
 """
 
 from ._journal import Append, Journal
 from ._ownership import Adoption, FileInfo, adopt, available, inspect, namespace
 from ._records import Record
+from ._run_spool import MEMORY, SKIP, SPILL, RunSpool, kind_index
 
 __all__ = [
     "Adoption",
     "Append",
     "FileInfo",
     "Journal",
+    "MEMORY",
     "Record",
+    "RunSpool",
+    "SKIP",
+    "SPILL",
     "adopt",
     "available",
     "inspect",
+    "kind_index",
     "namespace",
 ]

@@ -1,7 +1,8 @@
-"""The client's side of the durable spool (``spool_path``): which goal is on disk, and when.
+"""The client's side of the durable spool (``spool_path``): which request is on disk, and when.
 
-``_spool.Journal`` writes and reads the files; this module decides what goes there, for one
-run of a client:
+``Journal`` writes and reads the files; ``RunSpool`` decides what goes there, for one run of a
+client, for requests of every kind alike (each journaled with its endpoint's path, by which it
+is rebuilt when read back: ``Kind.rebuild``):
 
 - every goal accepted into memory is handed to the journal's writer thread (``accept``: a
   deque append on ``track``'s path; the thread encodes the body, the bytes the sender sends,
@@ -12,6 +13,8 @@ run of a client:
 - a settled goal is acknowledged (``settled``); a goal settled before its turn to be journaled
   is never written; one kept at the shutdown deadline stays journaled (``keep``).
 
+``_fate.Fate`` calls ``settled``, ``park`` and ``keep``: the spool never settles a request itself.
+
 A ``Delivery``'s ``_spool`` slot says where the goal is in this: ``None`` (in memory, waiting
 for the writer), ``SPILL`` (to be journaled as held on disk only), ``SKIP`` (settled before it
 was written), ``MEMORY`` (it could not be journaled: memory only), or its journal id.
@@ -21,21 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 
-from ._delivery import Delivery, pending
-from ._errors import DataFastError, ShutdownError
-from ._reporting import logger
-from ._spool import Append, Journal, Record
-from ._validation import validate_goal
+from .._delivery import Delivery, pending
+from .._kinds import KINDS, for_path
+from .._reporting import logger
+from ._journal import Append, Journal
+from ._records import Record
 
-__all__ = ["MEMORY", "SKIP", "SPILL", "Spool"]
+__all__ = ["MEMORY", "SKIP", "SPILL", "RunSpool", "kind_index"]
 
 SPILL = object()
 SKIP = object()
@@ -46,33 +49,39 @@ _RECORD_GUESS = 400
 # Seconds before reading back again when goals counted on disk could not be read (a record
 # that a full disk keeps from being written).
 _STALLED_RETRY = 1.0
-_CLOSE_TIMEOUT = 10.0
+# Seconds past its own bound the journal's close is waited for.
+_CLOSE_GRACE = 0.25
 # The writer is woken early each time this many goals (a power of two) wait for it.
 _WAKE_MASK = 1023
 
 
-class Spool:
-    """The durable spool of one run of a client, bound to its loop."""
+class RunSpool:
+    """The durable spool of one run of a client, bound to its loop.
+
+    ``targets``: each kind's endpoint path with its query, by ``Kind.index`` (what a record
+    says it was sent to); ``on_refill``: requests back from disk join the queue;
+    ``on_damaged(index, count)``: records of a kind that are not valid requests.
+    """
 
     def __init__(
         self,
         journal: Journal,
-        path: str,
+        targets: Sequence[str],
         loop: asyncio.AbstractEventLoop,
         *,
-        on_refill: Callable[[list[Delivery]], None],
-        on_damaged: Callable[[int], None],
+        on_refill: Callable[[list[Delivery[Any]]], None],
+        on_damaged: Callable[[int, int], None],
     ) -> None:
         self.journal = journal
-        self._path = path
+        self._targets = targets
         self._loop = loop
         self._on_refill = on_refill
         self._on_damaged = on_damaged
-        self._intake: deque[Delivery] = deque()
+        self._intake: deque[Delivery[Any]] = deque()
         # Guards a goal's ``_spool`` slot between the loop and the writer thread.
         self._lock = threading.Lock()
         #: Goals on disk only whose ``Delivery`` the app may still hold (weakly).
-        self._held: weakref.WeakValueDictionary[str, Delivery] = weakref.WeakValueDictionary()
+        self._held: weakref.WeakValueDictionary[str, Delivery[Any]] = weakref.WeakValueDictionary()
         #: The journal is open (its files taken over): goals may go to disk only.
         self.opened = False
         #: Nothing goes to the journal any more (it could not be opened, or it is closed).
@@ -82,20 +91,21 @@ class Spool:
         #: (kept for the next start), not in the queue.
         self.halted = False
         self._open_task: asyncio.Task[None] | None = None
+        self._read_task: asyncio.Task[None] | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
         journal.before_step = self._drain
 
     def __repr__(self) -> str:
-        return f"<Spool {self.journal.directory!r} opened={self.opened} off={self.off}>"
+        return f"<RunSpool {self.journal.directory!r} opened={self.opened} off={self.off}>"
 
     # -- opening ----------------------------------------------------------------------------
 
-    def open(self, on_adopted: Callable[[int], None]) -> None:
+    def open(self, on_adopted: Callable[[list[int]], None]) -> None:
         """Open the journal in a thread (it takes over the files an earlier run left);
-        ``on_adopted(count)`` then runs in the loop."""
+        ``on_adopted(counts)`` (how many of each kind, by index) then runs in the loop."""
         self._open_task = self._loop.create_task(self._open(on_adopted), name="datafast-spool")
 
-    async def _open(self, on_adopted: Callable[[int], None]) -> None:
+    async def _open(self, on_adopted: Callable[[list[int]], None]) -> None:
         try:
             adoption = await anyio.to_thread.run_sync(self.journal.open)
         except Exception:
@@ -106,16 +116,18 @@ class Spool:
             self._turn_off()  # the journal said why (one ERROR)
             return
         self.opened = True
-        count = len(adoption.records)
+        counts = [0] * len(KINDS)
+        for record in adoption.records:
+            counts[kind_index(record.path)] += 1
         adoption.records = []  # read back from the files as the queue drains, not kept here
-        if count:
+        if sum(counts):
             logger.warning(
-                "%d goals not yet delivered by an earlier run were found in the spool at %s: "
+                "%s not yet delivered by an earlier run were found in the spool at %s: "
                 "they are sent first",
-                count,
+                ", ".join(f"{n} {k.plural}" for k, n in zip(KINDS, counts, strict=True) if n),
                 self.journal.directory,
             )
-        on_adopted(count)
+        on_adopted(counts)
 
     async def wait_open(self, timeout: float | None = None) -> None:
         """Wait (at most ``timeout`` seconds) for the journal to be open."""
@@ -125,7 +137,7 @@ class Spool:
                 await asyncio.shield(task)
 
     def _turn_off(self) -> None:
-        back: list[Delivery] = []
+        back: list[Delivery[Any]] = []
         with self._lock:
             self.off = True  # under the lock: a spill() in another thread sees it (spill)
             waiting = list(self._intake)
@@ -141,7 +153,7 @@ class Spool:
 
     # -- intake (any thread) ----------------------------------------------------------------
 
-    def accept(self, delivery: Delivery) -> None:
+    def accept(self, delivery: Delivery[Any]) -> None:
         """A goal accepted into memory: the writer journals it within about 0.1 s."""
         if not self.off:
             self._intake.append(delivery)
@@ -161,7 +173,7 @@ class Spool:
             and journal.size + (len(self._intake) + 1) * _RECORD_GUESS <= journal.max_bytes
         )
 
-    def spill(self, delivery: Delivery) -> None:
+    def spill(self, delivery: Delivery[Any]) -> None:
         """A goal accepted onto disk only (``can_spill`` said yes). From any thread: if the
         spool was turned off meanwhile, the goal goes to memory instead (past the bound)."""
         intake = self._intake
@@ -185,8 +197,8 @@ class Spool:
 
     def _drain(self) -> None:
         """Journal the goals accepted since the last step (in the writer's thread)."""
-        intake, journal, path, lock = self._intake, self.journal, self._path, self._lock
-        handed_back: list[Delivery] = []
+        intake, journal, targets, lock = self._intake, self.journal, self._targets, self._lock
+        handed_back: list[Delivery[Any]] = []
         while True:
             try:
                 delivery = intake.popleft()
@@ -199,7 +211,7 @@ class Spool:
                     continue  # settled before its turn (SKIP), or journaled already
                 spilled = mark is SPILL
                 goal_id = journal.new_id(spilled=spilled)
-                done = journal.append(goal_id, path, body)
+                done = journal.append(goal_id, targets[delivery._kind.index], body)
                 if done is Append.JOURNALED:
                     delivery._wire = body
                     delivery._spool = goal_id
@@ -217,7 +229,7 @@ class Spool:
 
     # -- settling and parking (the loop) ----------------------------------------------------
 
-    def settled(self, delivery: Delivery, outcome: str) -> None:
+    def settled(self, delivery: Delivery[Any], outcome: str) -> None:
         """A goal delivered (``"delivered"``) or finally failed (``"failed"``)."""
         mark = delivery._spool
         if type(mark) is str:  # journaled: only the loop changes it from now on
@@ -230,7 +242,7 @@ class Spool:
             elif type(mark) is str:
                 self.journal.ack(mark, outcome)
 
-    def park(self, delivery: Delivery) -> bool:
+    def park(self, delivery: Delivery[Any]) -> bool:
         """Move a goal from memory to disk only, to be read back later (behind the goals
         already there); ``False`` if it cannot be (the spool is off, failing or full)."""
         if self.off or not self.opened:
@@ -247,7 +259,8 @@ class Spool:
                 return False
             body = delivery._body()
             goal_id = journal.new_id(spilled=True)
-            if journal.append(goal_id, self._path, body) is not Append.JOURNALED:
+            target = self._targets[delivery._kind.index]
+            if journal.append(goal_id, target, body) is not Append.JOURNALED:
                 return False
             journal.ack(mark, "parked")  # written after the new record (newest file first)
             delivery._wire = body
@@ -255,7 +268,7 @@ class Spool:
             self._held[goal_id] = delivery
             return True
 
-    def keep(self, delivery: Delivery) -> bool:
+    def keep(self, delivery: Delivery[Any]) -> bool:
         """At the shutdown deadline: whether the goal stays journaled for the next start."""
         with self._lock:
             mark = delivery._spool
@@ -268,7 +281,8 @@ class Spool:
                     return False
                 body = delivery._body()
                 goal_id = journal.new_id()
-                if journal.append(goal_id, self._path, body) is not Append.JOURNALED:
+                target = self._targets[delivery._kind.index]
+                if journal.append(goal_id, target, body) is not Append.JOURNALED:
                     return False
                 delivery._wire = body
                 delivery._spool = goal_id
@@ -288,7 +302,10 @@ class Spool:
         if self.reading or self.off or self.halted or not self.opened:
             return
         self.reading = True
-        self._loop.create_task(self._read(limit, on_done), name="datafast-spool-read")
+        # Owned here (one read at a time): closing the spool waits for it, or ends it.
+        self._read_task = self._loop.create_task(
+            self._read(limit, on_done), name="datafast-spool-read"
+        )
 
     async def _read(self, limit: int, on_done: Callable[[int], None]) -> None:
         count = 0
@@ -305,28 +322,30 @@ class Spool:
         on_done(count)
 
     def _bring_back(self, records: list[Record]) -> None:
-        back: list[Delivery] = []
-        damaged = 0
+        back: list[Delivery[Any]] = []
+        damaged = [0] * len(KINDS)
         for record in records:
             with self._lock:
                 delivery = self._held.pop(record.id, None)
             if delivery is None or delivery.done():
                 delivery = _rebuilt(record)
                 if delivery is None:
-                    damaged += 1
+                    damaged[kind_index(record.path)] += 1
                     self.journal.ack(record.id, "damaged")
                     continue
             delivery._wire = record.body
             delivery._spool = record.id
             back.append(delivery)
-        if damaged:
+        if sum(damaged):
             logger.warning(
-                "%d goals read back from the spool at %s are not valid goals (edited or "
+                "%d requests read back from the spool at %s are not valid requests (edited or "
                 "damaged records): they are dropped and counted as failed",
-                damaged,
+                sum(damaged),
                 self.journal.directory,
             )
-            self._on_damaged(damaged)
+            for index, count in enumerate(damaged):
+                if count:
+                    self._on_damaged(index, count)
         if back:
             self._on_refill(back)
 
@@ -342,21 +361,20 @@ class Spool:
 
     # -- closing ----------------------------------------------------------------------------
 
-    def settle_held(self, reason: str) -> int:
-        """At the end of the run: the goals on disk only whose ``Delivery`` the app holds
-        settle with a ``ShutdownError`` whose ``spooled`` is ``True``."""
+    def take_held(self) -> list[Delivery[Any]]:
+        """At the end of the run: the requests on disk only whose ``Delivery`` the app holds
+        (``Fate.held_at_end`` settles them)."""
         with self._lock:
             held = list(self._held.values())
             self._held.clear()
-        for delivery in held:
-            delivery._settle(ShutdownError(reason, spooled=True))
-        return len(held)
+        return held
 
-    def close(self) -> bool:
-        """Write what is buffered, fsync, and let go of the files (blocking: a thread)."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write what is buffered, fsync, and let go of the files (blocking: a thread), in at
+        most about ``timeout`` seconds."""
         with self._lock:
             self.off = True
-        return self.journal.close(timeout=_CLOSE_TIMEOUT)
+        return self.journal.close(timeout=timeout)
 
     def close_at_exit(self, pending: int) -> bool:
         """The process exits with this run not closed: journal what is waiting and close;
@@ -373,16 +391,40 @@ class Spool:
             )
         return closed
 
-    async def aclose(self) -> bool:
-        """``close`` off the loop (after the open finished: it may still be scanning)."""
+    async def aclose(self, timeout: float) -> bool:
+        """``close`` off the loop, within about ``timeout`` seconds, whatever the disk does:
+        the scan at start and a read back still running are waited for only that long, and so
+        is the journal's last write and fsync (it says what it could not finish). ``False``
+        when it could not close in time (its files stay locked until the process exits)."""
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
+        loop = self._loop
+        deadline = loop.time() + timeout
+        for task in (self._open_task, self._read_task):
+            if task is not None and not task.done():
+                with anyio.move_on_after(max(0.0, deadline - loop.time())):
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(task)
         task = self._open_task
         if task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
-        return await anyio.to_thread.run_sync(self.close)
+            logger.error(
+                "the spool at %s was still taking over earlier files at the shutdown deadline: "
+                "its files stay locked until the process exits; the next start sends them",
+                self.journal.directory,
+            )
+            return False
+        left = max(0.0, deadline - loop.time())
+        with anyio.move_on_after(left + _CLOSE_GRACE):
+            # The journal's own bound is ``left``; a thread still running past it is left to
+            # end (abandoned, never waited for: the WARNING above it says what it kept).
+            return await anyio.to_thread.run_sync(self.close, left, abandon_on_cancel=True)
+        logger.error(
+            "the spool at %s did not close within the shutdown deadline: its last records may "
+            "not be on disk yet",
+            self.journal.directory,
+        )
+        return False
 
     def abandon_after_fork(self) -> None:
         """In a forked child: close the inherited journal files without unlocking them."""
@@ -392,19 +434,21 @@ class Spool:
         self.journal.abandon_after_fork()
 
 
-def _rebuilt(record: Record) -> Delivery | None:
-    """A ``Delivery`` for a goal read back from disk whose ``Delivery`` nobody holds (from an
-    earlier run, or dropped by the app); ``None`` if the record is not a valid goal."""
-    try:
-        body = json.loads(record.body)
-        if not isinstance(body, dict):
-            return None
-        fields = validate_goal(
-            body.get("datafast_visitor_id"),
-            body.get("name"),
-            body.get("description"),
-            body.get("metadata"),
-        )
-    except (ValueError, TypeError, DataFastError, RecursionError):
+def kind_index(path: str) -> int:
+    """The index of the kind a record's path belongs to. A path no kind serves (an edited
+    record) counts with the first kind until it is read back and dropped as damaged."""
+    kind = for_path(path)
+    return 0 if kind is None else kind.index
+
+
+def _rebuilt(record: Record) -> Delivery[Any] | None:
+    """A ``Delivery`` for a request read back from disk whose ``Delivery`` nobody holds (from
+    an earlier run, or dropped by the app), rebuilt by the kind its path names; ``None`` if the
+    record is not a valid request of that kind."""
+    kind = for_path(record.path)
+    if kind is None:
         return None
-    return pending(*fields)
+    fields = kind.rebuild(record.body)
+    if fields is None:
+        return None
+    return pending(kind, fields)

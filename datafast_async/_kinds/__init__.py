@@ -1,0 +1,44 @@
+"""The kinds of request, one module each, and their registry (by name, by path, by value).
+
+The rest of the package handles a request through its ``Kind`` (``_kind.py``) and never names a
+kind: adding one (payments, identify) is a module here and a line in ``KINDS``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ._kind import Fields, Kind
+from .goals import GOALS
+
+__all__ = ["GOALS", "KINDS", "Fields", "Kind", "by_name", "for_path", "for_value"]
+
+#: Every kind, in the order of their ``index`` (the ledger's columns).
+KINDS: tuple[Kind[object, object], ...] = (GOALS,)  # type: ignore[assignment]
+for _index, _kind in enumerate(KINDS):
+    _kind.index = _index
+
+_BY_NAME = {kind.name: kind for kind in KINDS}
+
+
+def by_name(name: str) -> Kind[object, object]:
+    """The kind named ``name`` (``"goals"``); ``KeyError`` for an unknown one."""
+    return _BY_NAME[name]
+
+
+def for_path(path: str) -> Kind[object, object] | None:
+    """The kind a journaled record's path belongs to (its query, and any prefix of the base
+    URL's path, ignored); ``None`` for a path no kind serves."""
+    bare = urlsplit(path).path.rstrip("/")
+    for kind in KINDS:
+        if bare == kind.path or bare.endswith(kind.path):
+            return kind
+    return None
+
+
+def for_value(value: object) -> Kind[object, object] | None:
+    """The kind whose value type ``value`` is (a ``Goal``...), else ``None``."""
+    for kind in KINDS:
+        if isinstance(value, kind.value_type):
+            return kind
+    return None

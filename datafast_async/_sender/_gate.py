@@ -1,0 +1,172 @@
+"""The circuit gate in front of the sender: what a worker, or ``send()``, does while the circuit
+is not closed.
+
+``Circuit`` keeps the breaker's states; the gate acts on them for one sender: it opens the
+circuit on an answer that every request would get (``observe``) or when, with a spool, the API
+stays down (``api_down``), fails (or, with a spool, parks) the waiting requests a chunk per
+step of the loop while it is open, lets one request through as the probe once it is half-open
+(the others wait for the probe's answer), and closes it when DataFast answers the probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .._circuit import Circuit, CircuitState
+from .._errors import APIError, DataFastError, own_copy
+from .._fate import Fate
+from .._queue import RequestQueue
+from ._job import Job
+from ._refill import Refill
+from ._schedule import Schedule
+from ._workers import Workers
+
+__all__ = ["Gate"]
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+# Requests failed per step of the loop while the circuit is open: thousands never hold the
+# loop for long.
+CHUNK = 1000
+# Seconds a worker (or a send()) waits for the probe's answer before it looks again (the probe
+# itself is bounded by the request timeout).
+_PROBE_PATIENCE = 1.0
+
+
+class Gate:
+    """The circuit in front of one sender."""
+
+    def __init__(
+        self,
+        circuit: Circuit,
+        queue: RequestQueue,
+        schedule: Schedule,
+        workers: Workers,
+        refill: Refill,
+        fate: Fate,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.circuit = circuit
+        self._queue = queue
+        self._schedule = schedule
+        self._workers = workers
+        self._refill = refill
+        self._fate = fate
+        self._loop = loop
+        #: Whether a worker is failing the waiting requests of the open circuit (one at a
+        #: time: with every worker failing a chunk, one step of the loop would fail them all).
+        self._failing = False
+
+    def _waiting(self) -> int:
+        return len(self._queue) + len(self._schedule)
+
+    # -- what answers say -------------------------------------------------------------------
+
+    def observe(self, token: object, error: DataFastError) -> None:
+        """What a failed attempt of ``token`` (a ``Delivery``, or a ``send()``'s token) tells
+        the circuit."""
+        circuit = self.circuit
+        if error.opens_circuit:
+            if circuit.state is _CLOSED or circuit.probe is token:
+                circuit.trip(error, self._waiting())
+                self._workers.notify_all()
+        elif circuit.probe is token:
+            if isinstance(error, APIError) and not error.retriable:
+                self.answered(token)  # DataFast's own refusal (400, 404): the key works
+            else:
+                circuit.probe_unanswered(token)
+
+    def answered(self, token: object) -> None:
+        """DataFast answered ``token``'s request: if it was the probe, the circuit closes and
+        the requests that waited for it go."""
+        circuit = self.circuit
+        circuit.answered(token)
+        if circuit.state is _CLOSED:
+            self._workers.notify(len(self._queue) + len(self._schedule.ready))
+
+    def api_down(self, error: DataFastError) -> None:
+        """With a spool, a request ran out of attempts on an error that may pass: the API is
+        treated as down (the circuit opens: requests wait on disk, one probe per cool-down)."""
+        circuit = self.circuit
+        if circuit.state is _CLOSED:
+            circuit.trip(error, self._waiting(), down=True)
+            self._workers.notify_all()
+        self._refill.check_parked()
+
+    # -- a worker's step while the circuit is not closed ------------------------------------
+
+    async def worker_step(self) -> Job | None:
+        """Fail a chunk of requests (open), wait (open and nothing to fail, or a probe is out),
+        or take a request to send as the probe (half-open, none out)."""
+        circuit = self.circuit
+        state = circuit.refresh()
+        if state is _OPEN:
+            if not self._failing and self._fail_a_chunk():
+                self._failing = True
+                try:
+                    await asyncio.sleep(0)  # let the app run between two chunks
+                finally:
+                    self._failing = False
+            else:
+                await self._workers.wait_for_work(circuit.until - self._loop.time())
+            return None
+        if state is _CLOSED:
+            return None
+        if circuit.probe is None:  # half-open: the first request at hand probes the API
+            job = self._schedule.take_due()
+            if job is None:
+                taken = self._queue.take()
+                if taken is not None:
+                    job = Job(taken)
+            if job is None:
+                if self._queue.spooled:
+                    self._refill.want_more()  # every request is on disk: read one back
+                await self._workers.wait_for_work()
+                return None
+            circuit.probe = job.delivery
+            return job
+        await asyncio.wait((circuit.changed(),), timeout=_PROBE_PATIENCE)
+        return None
+
+    def _fail_a_chunk(self) -> bool:
+        """Fail up to ``CHUNK`` waiting requests with the open circuit's error (each its own
+        copy), or park them with a spool; ``False`` when none was waiting."""
+        circuit, queue, fate = self.circuit, self._queue, self._fate
+        cause = circuit.error
+        if cause is None:
+            return False
+        doomed = [(job.delivery, job.maybe) for job in self._schedule.take_some(CHUNK)]
+        while len(doomed) < CHUNK:
+            taken = queue.take()
+            if taken is None:
+                break
+            doomed.append((taken, False))
+        failed = 0
+        for delivery, maybe in doomed:
+            if fate.parked(delivery):
+                continue  # with a spool: it waits on disk for the circuit to close
+            error = own_copy(cause)
+            error.maybe_delivered = maybe  # this request's own, not the cause's
+            fate.failed(delivery, error)
+            failed += 1
+        circuit.failed_while_open += failed
+        self._refill.check_parked()
+        return bool(doomed)
+
+    # -- send(): the caller's own request ---------------------------------------------------
+
+    async def before_send(self, token: object) -> None:
+        """Before a ``send()``'s attempt: raise the open circuit's error, wait for a probe's
+        answer, or become the probe."""
+        circuit = self.circuit
+        while True:
+            state = circuit.refresh()
+            if state is _CLOSED:
+                return
+            if state is _OPEN:
+                assert circuit.error is not None
+                raise own_copy(circuit.error)
+            if circuit.probe is None:
+                circuit.probe = token
+                return
+            await asyncio.wait((circuit.changed(),), timeout=_PROBE_PATIENCE)
