@@ -1,54 +1,37 @@
-"""``DataFast``: the thin public client that wires the queue, the sender and the transport."""
+"""``DataFast``: the thin public facade. Settings in (``_options``), verbs out: requests to
+``_intake`` (through each kind's module in ``_kinds``), ``send`` to the sender, the life cycle
+to ``_run.Life``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import ssl as ssl_module
 import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiohttp
 import anyio
 
-from ._config import check_count, check_positive, mask_key, resolve_settings
+from ._config import Settings, check_positive, mask_key
 from ._delivery import Delivery, pending
-from ._errors import ClientClosedError, ConfigurationError, DataFastError, QueueFullError
-from ._kinds import GOALS, KINDS, goals
-from ._limiter import Limiter
+from ._intake import Intake
+from ._kinds import GOALS, goals
 from ._models import GoalResult, Stats
-from ._reporting import DropLog, FailureCallback, Reporter, SuccessCallback, logger
+from ._options import OnFull, resolve_options
+from ._reporting import FailureCallback, SuccessCallback, logger
 from ._retry import RetryPolicy
-from ._run import Run, RunState, await_uncancellable, inherit, watch
-from ._sender import Sender
-from ._spool import Journal, RunSpool, available, namespace
-from ._transport import AiohttpTransport, Transport, proxy_for
+from ._run import Life, Run, RunState
+from ._transport import Transport
 
 __all__ = ["DataFast"]
 
-OnFull = Literal["drop", "block", "raise"]
-_ON_FULL = ("drop", "block", "raise")
 _DISABLED = GoalResult(event_id=None, message="disabled")
-# Seconds start() waits for the spool's files to be taken over (a large spool's scan takes
-# longer: about 2 s for 100,000 goals).
-_START_WAIT = 1.0
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
-
-_OTHER_LOOP = (
-    "this DataFast client runs in another event loop, which is still running: call track, "
-    "send, flush and aclose in that loop"
-)
-_NEW, _RUNNING, _CLOSING, _CLOSED = (
-    RunState.NEW,
-    RunState.RUNNING,
-    RunState.CLOSING,
-    RunState.CLOSED,
-)
+_NEW, _CLOSING, _CLOSED = RunState.NEW, RunState.CLOSING, RunState.CLOSED
 
 
 class DataFast:
@@ -116,84 +99,60 @@ class DataFast:
         _adaptive: bool = True,
         _spool_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._settings = resolve_settings(api_key, website_id, base_url, enabled)
-        self._enabled = self._settings.enabled
-        self._concurrency = check_count("concurrency", concurrency)
-        self._max_queue_size = check_count("max_queue_size", max_queue_size)
-        if on_full not in _ON_FULL:
-            raise ConfigurationError(f"on_full must be one of {_ON_FULL}, got {on_full!r}")
-        self._on_full: OnFull = on_full
-        self._timeout = check_positive("timeout", timeout)
-        self._shutdown_timeout = check_positive(
-            "shutdown_timeout", shutdown_timeout, allow_zero=True
+        self._options = options = resolve_options(
+            api_key,
+            website_id,
+            base_url,
+            concurrency,
+            max_queue_size,
+            on_full,
+            timeout,
+            retry,
+            shutdown_timeout,
+            on_success,
+            on_failure,
+            enabled,
+            session,
+            ssl,
+            spool_path,
+            spool_max_bytes,
+            _transport_factory,
+            _adaptive,
+            _spool_options,
         )
-        if retry is None:
-            retry = RetryPolicy()
-        elif not isinstance(retry, RetryPolicy):
-            raise ConfigurationError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        self._retry = retry
-        for label, callback in (("on_success", on_success), ("on_failure", on_failure)):
-            if callback is not None and not callable(callback):
-                raise ConfigurationError(f"{label} must be callable or None")
-        self._on_success = on_success
-        self._on_failure = on_failure
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise ConfigurationError("session must be an aiohttp.ClientSession")
-        self._session = session
-        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
-            raise ConfigurationError("ssl must be an ssl.SSLContext or None")
-        if ssl is not None and session is not None:
-            raise ConfigurationError(
-                "ssl= and session= together: configure the SSL context on your own session "
-                "(its connector) instead"
-            )
-        self._ssl = ssl
-        self._spool_path = self._check_spool(spool_path)
-        self._spool_max_bytes = check_count("spool_max_bytes", spool_max_bytes)
-        self._spool_options = dict(_spool_options or {})
-        self._transport_factory = _transport_factory
-        self._adaptive = _adaptive
-        spooled = self._spool_path is not None
-        self._drops = DropLog(
-            self._max_queue_size, spool_max_bytes=self._spool_max_bytes if spooled else None
-        )
-        # Built once: a full queue may refuse every goal of a busy app.
-        self._full_message = (
-            f"the queue ({self._max_queue_size} goals) and the spool "
-            f"({self._spool_max_bytes} bytes) are full, or the spool cannot be written"
-            if spooled
-            else f"the queue is full ({self._max_queue_size} goals)"
-        )
-        self._run = self._new_run()
-        self._warned_lazy = False
-        self._forked_from: int | None = None  # goals the parent's run held, said once here
-        watch(self)
+        self._life = Life(options)
+        self._intake = Intake(options, self._life)
 
-    def _check_spool(self, spool_path: str | os.PathLike[str] | None) -> str | None:
-        if spool_path is None:
-            spool_path = os.environ.get("DATAFAST_SPOOL_PATH") or None
-        if spool_path is None or not self._enabled:
-            return None
-        try:
-            path = os.fspath(spool_path)
-        except TypeError:
-            raise ConfigurationError(
-                f"spool_path must be a str or a path, got {type(spool_path).__name__}"
-            ) from None
-        if not isinstance(path, str) or not path.strip():
-            raise ConfigurationError(f"spool_path must be a directory's path, got {path!r}")
-        if not available():
-            raise ConfigurationError(
-                "spool_path needs POSIX file locks (fcntl.flock), which this platform does not "
-                "have: leave spool_path and DATAFAST_SPOOL_PATH unset here"
-            )
-        path = os.path.expanduser(path)
-        # An absolute path (the usual one) is made absolute without a getcwd() call: the
-        # client is often built in a coroutine (a lifespan), where that is a blocking call.
-        return os.path.normpath(path) if os.path.isabs(path) else os.path.abspath(path)
+    # What tests and the command line read (or set) of a client.
+    @property
+    def _run(self) -> Run:
+        return self._life.run
+
+    @property
+    def _settings(self) -> Settings:
+        return self._options.settings
+
+    @property
+    def _spool_path(self) -> str | None:
+        return self._options.spool_path
+
+    @_spool_path.setter
+    def _spool_path(self, path: str | None) -> None:
+        # Set before the client is used (the command line's import without --spool).
+        self._options.spool_path = path
+        self._life = Life(self._options)
+        self._intake = Intake(self._options, self._life)
+
+    @property
+    def _transport_factory(self) -> Callable[[], Transport] | None:
+        return self._options.transport_factory
+
+    @_transport_factory.setter
+    def _transport_factory(self, factory: Callable[[], Transport] | None) -> None:
+        self._options.transport_factory = factory
 
     def __repr__(self) -> str:
-        s = self._settings
+        s = self._options.settings
         return (
             f"DataFast(api_key={mask_key(s.api_key)!r}, website_id={s.website_id!r}, "
             f"base_url={s.base_url!r}, enabled={s.enabled!r}, state={self._run.state.value!r})"
@@ -219,161 +178,8 @@ class DataFast:
         A closed client starts again with a fresh queue, counters and HTTP session, in this
         loop or another one.
         """
-        if not self._enabled:
-            return
-        run = self._run
-        if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
-            run.orphan()
-        if run.state is _CLOSING and run.close_task is not None:
-            await await_uncancellable(run.close_task)
-        run = self._current_run(start=True)
-        if run.spool is not None:
-            # The files of an earlier run are taken over in a thread: start() waits for that
-            # (goals tracked from then on go behind theirs), but an app's start-up is not held
-            # for a large spool's scan: past _START_WAIT it goes on in the background, and
-            # flush() waits for it.
-            await run.spool.wait_open(_START_WAIT)
-
-    def _current_run(self, *, start: bool) -> Run:
-        """The run that serves the running loop, started if needed (in the loop's thread).
-
-        ``start``: called by ``start()`` (not lazily by ``track``/``send``/``flush``).
-        """
-        loop = asyncio.get_running_loop()
-        run = self._run
-        if run.state is _RUNNING and run.loop is loop:
-            return run
-        if self._forked_from is not None:
-            self._say_forked()
-            run = self._run
-        if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
-            run.orphan()
-        if run.state is _CLOSED and (start or run.orphaned):
-            run = self._run = self._new_run()
-        if run.state is _NEW:
-            if not start:
-                self._warn_lazy_start()
-            self._bind(run, loop)
-            return run
-        if run.state is _RUNNING:
-            raise DataFastError(_OTHER_LOOP)
-        raise ClientClosedError("the DataFast client is closed; call start() to use it again")
-
-    def _new_run(self) -> Run:
-        initial = min(8, self._concurrency) if self._adaptive else self._concurrency
-        return Run(self._max_queue_size, self._drops, initial)
-
-    def _warn_lazy_start(self) -> None:
-        if self._warned_lazy:
-            return
-        self._warned_lazy = True
-        logger.warning(
-            "the DataFast client was started lazily by its first goal: close it so that goals "
-            "still queued are delivered before the process exits (`async with DataFast(...)`, "
-            "`await df.aclose()`, or the datafast_async.starlette lifespan); goals still queued "
-            "at exit are lost"
-        )
-
-    def _bind(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
-        transport: Transport
-        settings = self._settings
-        if self._transport_factory is not None:
-            transport = self._transport_factory()
-        else:
-            transport = AiohttpTransport(
-                settings.base_url,
-                settings.headers,
-                timeout=self._timeout,
-                concurrency=self._concurrency,
-                session=self._session,
-                ssl=self._ssl,
-                proxy=None if self._session is not None else proxy_for(settings.url),
-            )
-        targets = [settings.target(kind.path) for kind in KINDS]
-        spool = self._new_spool(run, loop, targets)
-        run.bind(
-            loop,
-            transport,
-            Reporter(self._on_success, self._on_failure),
-            lambda bound: Sender(
-                queue=bound.queue,
-                transport=bound.transport,
-                policy=self._retry,
-                limiter=Limiter(self._concurrency, loop, adaptive=self._adaptive),
-                fate=bound.fate,
-                loop=loop,
-                workers=self._concurrency,
-                targets=targets,
-                on_orphaned=bound.orphan_in_loop,
-                spool=spool,
-            ),
-            spool,
-        )
-
-    def _new_spool(
-        self, run: Run, loop: asyncio.AbstractEventLoop, targets: list[str]
-    ) -> RunSpool | None:
-        """The run's spool (``spool_path``), opened in a thread from now on."""
-        if self._spool_path is None:
-            return None
-        settings = self._settings
-        assert settings.api_key is not None  # resolve_settings requires it when enabled
-        options = dict(self._spool_options)
-        # The CLI's `spool DIR --replay --namespace NS`: another key's goals (a rotated or
-        # revoked key), sent with this one because the user asked for it.
-        space = options.pop("namespace", None) or namespace(settings.api_key, settings.website_id)
-        journal = Journal(self._spool_path, space, max_bytes=self._spool_max_bytes, **options)
-        # Records keep the path they are sent to below the base URL's own path (which is not
-        # part of the namespace either): a record is rebuilt by the kind its path names.
-        prefix = urlsplit(settings.base_url).path
-        return RunSpool(
-            journal,
-            [prefix + target for target in targets],
-            loop,
-            on_refill=lambda deliveries: run.sender.refill.refill(deliveries),
-            on_damaged=run.fate.damaged,
-        )
-
-    # -- processes ------------------------------------------------------------------------
-
-    def _after_fork(self) -> None:
-        """In a forked child: the parent's run (queue, session, journal) stays the parent's;
-        this client starts afresh on first use and says so once."""
-        run = self._run
-        run.queue.after_fork()
-        if run.state is _NEW and not len(run.queue):
-            return
-        if run.state is _CLOSED and not run.queue.pending:
-            return
-        inherit(run)
-        if run.spool is not None:
-            run.spool.abandon_after_fork()  # the parent's files: closed here, still locked
-        self._forked_from = run.queue.pending
-        self._run = self._new_run()
-
-    def _say_forked(self) -> None:
-        count, self._forked_from = self._forked_from, None
-        logger.warning(
-            "this process was forked from one whose DataFast client was in use (%d goals "
-            "pending there): they belong to the parent process and are not sent from here; "
-            "this client starts afresh. Create clients after the fork (gunicorn --preload: "
-            "in the app's lifespan) to avoid this",
-            count,
-        )
-
-    def _pending_at_exit(self) -> int:
-        """The goals still pending as the process exits; the exit WARNING says them, so the
-        client's garbage collection in the interpreter's teardown does not say them again."""
-        run = self._run
-        if run.state is _CLOSED or not self._enabled:
-            return 0
-        pending = run.queue.pending
-        if run.spool is not None and run.spool.close_at_exit(pending):
-            run.warned = True
-            return 0  # journaled: the next start sends them (said by close_at_exit)
-        if pending:
-            run.warned = True
-        return pending
+        if self._options.enabled:
+            await self._life.start()
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -401,83 +207,22 @@ class DataFast:
         # Validated here, in the caller's thread; the Goal object itself is built later, and
         # only if somebody asks for it (a callback, delivery.goal).
         delivery = pending(GOALS, goals.validate(visitor_id, name, description, metadata))
-        if not self._enabled:
+        if not self._options.enabled:
             delivery._settle(_DISABLED)
             return delivery
-        run = self._run
+        # The hot path, inline: the client's own loop, no spool, room in the queue.
+        run = self._life.run
         if run.intake is _get_running_loop():
             spool = run.spool
             if spool is not None:
-                return self._track_spooled(run, spool, delivery)
+                return self._intake.spooled(run, spool, delivery)
             if run.queue.offer(delivery):
                 sender = run.sender
                 if sender.idle:
                     sender.notify()
                 return delivery
-            return self._refuse(delivery)
-        return self._track_elsewhere(delivery)
-
-    def _track_spooled(
-        self, run: Run, spool: RunSpool, delivery: Delivery[GoalResult]
-    ) -> Delivery[GoalResult]:
-        """With a spool: into memory and the journal, or (beyond the queue's bound, or behind
-        goals already waiting on disk) onto disk only; refused only when the spool is full
-        (or cannot be written) and the queue is full too. From any thread."""
-        if not self._offer_spooled(run, spool, delivery):
-            return self._refuse(delivery)
-        sender, loop = run.sender, run.loop
-        if loop is _get_running_loop():
-            if sender.idle:
-                sender.notify()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(sender.notify)
-        return delivery
-
-    @staticmethod
-    def _offer_spooled(run: Run, spool: RunSpool, delivery: Delivery[GoalResult]) -> bool:
-        """Into memory and the journal, or onto disk only; ``False`` if neither has room."""
-        queue = run.queue
-        if not queue.spooled and queue.offer(delivery):
-            spool.accept(delivery)
-        elif spool.can_spill():
-            queue.spill(delivery)
-            spool.spill(delivery)
-        elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
-            spool.accept(delivery)
-        else:
-            return False
-        return True
-
-    def _track_elsewhere(self, delivery: Delivery[GoalResult]) -> Delivery[GoalResult]:
-        """track_nowait off the hot path: start lazily, or hand over from another thread."""
-        running = _get_running_loop()
-        run = self._run
-        # (After a fork the run is a fresh NEW one: _current_run also says so, once.)
-        if running is not None and (run.state is _NEW or run.orphaned or run.loop_is_gone()):
-            run = self._current_run(start=False)
-        if run.state not in (_NEW, _RUNNING) or (run.bound and run.loop.is_closed()):
-            raise ClientClosedError("the DataFast client is closed; call start() to use it again")
-        if run.bound and run.spool is not None and run.state is _RUNNING:
-            return self._track_spooled(run, run.spool, delivery)
-        # offer() raises ClientClosedError once aclose() has stopped intake, under the queue's
-        # own lock: a goal can never slip into a run that is being closed.
-        if not run.queue.offer(delivery):
-            return self._refuse(delivery)
-        if run.spool is not None:
-            # bind() ran meanwhile (in the loop's thread), after this thread looked: its
-            # snapshot of the queue may have missed this goal (accepting it twice is harmless).
-            run.spool.accept(delivery)
-        if run.bound:
-            sender, loop = run.sender, run.loop
-            if loop is running:
-                sender.notify()
-            else:
-                # RuntimeError: the loop closed meanwhile; the goal stays counted as queued.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(sender.notify)
-        # Not started yet (no loop): the goal waits in the queue for start().
-        return delivery
+            return self._intake.refuse(delivery)
+        return self._intake.elsewhere(delivery)
 
     async def track(
         self,
@@ -501,64 +246,13 @@ class DataFast:
                 full for ``timeout`` seconds with ``on_full="block"``.
             ClientClosedError: The client was closed.
         """
-        if self._on_full != "block":
+        if self._options.on_full != "block":
             return self.track_nowait(visitor_id, name, description=description, metadata=metadata)
         delivery = pending(GOALS, goals.validate(visitor_id, name, description, metadata))
-        if not self._enabled:
+        if not self._options.enabled:
             delivery._settle(_DISABLED)
             return delivery
-        run = self._current_run(start=False)
-        spool = run.spool
-        if spool is not None:
-            # With a spool, a full queue is no reason to wait: the goal goes to disk. Only a
-            # spool that is full (or cannot be written) makes track() wait for room.
-            if not self._offer_spooled(run, spool, delivery):
-                delivery = await self._wait_for_room(run, delivery)
-                spool.accept(delivery)
-            run.sender.notify()
-            return delivery
-        return await self._wait_for_room(run, delivery)
-
-    async def _wait_for_room(
-        self, run: Run, delivery: Delivery[GoalResult]
-    ) -> Delivery[GoalResult]:
-        """``on_full="block"``: wait for room in the queue (at most ``timeout`` seconds)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        while not run.queue.offer(delivery):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return self._refuse(delivery, waited=True)
-            room = run.queue.room_waiter(loop)
-            try:
-                await asyncio.wait((room,), timeout=remaining)
-            except BaseException:
-                if room.done() and not room.cancelled():
-                    run.queue.pass_on_room()  # woken for room it will not use: the next goes
-                raise
-            finally:
-                run.queue.discard_room_waiter(room)
-            if run.state is not _RUNNING:
-                raise ClientClosedError("the DataFast client was closed while track() waited")
-        run.sender.notify()
-        return delivery
-
-    def _refuse(
-        self, delivery: Delivery[GoalResult], *, waited: bool = False
-    ) -> Delivery[GoalResult]:
-        """A goal that found the queue full: count it, then drop it or raise."""
-        if waited:
-            message = (
-                f"the queue stayed full ({self._max_queue_size} goals) for {self._timeout:g} s"
-            )
-        else:
-            message = self._full_message
-        error = QueueFullError(message)
-        drop = self._on_full == "drop"
-        self._run.fate.refused(delivery, error, settle=drop)
-        if drop:
-            return delivery
-        raise error
+        return await self._intake.blocking(delivery)
 
     # -- sending now ----------------------------------------------------------------------
 
@@ -585,9 +279,9 @@ class DataFast:
             ClientClosedError: The client was closed.
         """
         fields = goals.validate(visitor_id, name, description, metadata)
-        if not self._enabled:
+        if not self._options.enabled:
             return _DISABLED
-        result: GoalResult = await self._current_run(start=False).sender.send_now(GOALS, fields)
+        result: GoalResult = await self._life.current(start=False).sender.send_now(GOALS, fields)
         return result
 
     # -- waiting --------------------------------------------------------------------------
@@ -608,11 +302,15 @@ class DataFast:
         """
         if timeout is not None:
             timeout = check_positive("timeout", timeout, allow_zero=True)
-        run = self._run
-        if not self._enabled or run.state is _CLOSED or (run.state is _NEW and not len(run.queue)):
+        run = self._life.run
+        if (
+            not self._options.enabled
+            or run.state is _CLOSED
+            or (run.state is _NEW and not len(run.queue))
+        ):
             return True
         if run.state is not _CLOSING:
-            run = self._current_run(start=False)
+            run = self._life.current(start=False)
         spool = run.spool
         if spool is not None:
             # Goals an earlier run left in the spool count once it is open (taken over).
@@ -648,35 +346,17 @@ class DataFast:
         Returns:
             The final ``Stats``.
         """
-        run = self._run
-        if run.state in (_RUNNING, _CLOSING) and run.loop_is_gone():
-            run.orphan()
-        if run.state is _CLOSED:
-            return run.final_stats or run.stats()
-        if run.bound and run.loop is not asyncio.get_running_loop():
-            # Its loop still runs (in another thread): its tasks cannot be touched from here.
-            raise DataFastError(_OTHER_LOOP)
-        if run.state is _NEW:
-            if not len(run.queue) or not self._enabled:
-                run.state = _CLOSED
-                run.final_stats = run.stats()
-                return run.final_stats
-            self._current_run(start=True)  # goals handed over before start: deliver them
-        seconds = (
-            self._shutdown_timeout
-            if timeout is None
-            else check_positive("timeout", timeout, allow_zero=True)
-        )
-        return await await_uncancellable(run.begin_close(seconds))
+        return await self._life.aclose(timeout)
 
     # -- reading --------------------------------------------------------------------------
 
     def stats(self) -> Stats:
         """A snapshot of the counters of the current (or last) run."""
-        return self._run.stats()
+        return self._life.run.stats()
 
     def __del__(self) -> None:
-        run: Run | None = getattr(self, "_run", None)
+        life: Life | None = getattr(self, "_life", None)
+        run = None if life is None else life.run
         if run is None or run.state is _CLOSED or run.warned:
             return
         pending = run.queue.pending

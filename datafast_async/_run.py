@@ -1,4 +1,5 @@
-"""One life of a client, from ``start()`` to ``aclose()``, bound to one event loop.
+"""The life cycle of a client: ``Life``, its successive runs, and ``Run``, one of them, from
+``start()`` to ``aclose()``, bound to one event loop.
 
 ``Run`` holds the life cycle's state (a ``RunState``), the queue, and, once bound to a loop,
 all of its parts at once (loop, transport, reporter, sender): code that sees a bound run never
@@ -20,20 +21,35 @@ import warnings
 import weakref
 from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 
 from . import _delivery
+from ._config import check_positive
+from ._errors import ClientClosedError, DataFastError
 from ._fate import Fate
+from ._kinds import KINDS
+from ._limiter import Limiter
 from ._models import Stats
+from ._options import Options
 from ._queue import RequestQueue
 from ._reporting import DropLog, Reporter, logger
 from ._sender import Sender
-from ._spool import RunSpool
-from ._transport import Transport
+from ._spool import Journal, RunSpool, namespace
+from ._transport import AiohttpTransport, Transport, proxy_for
 
-__all__ = ["NO_LOOP", "Run", "RunState", "await_uncancellable", "inherit", "watch"]
+__all__ = [
+    "NO_LOOP",
+    "OTHER_LOOP",
+    "Life",
+    "Run",
+    "RunState",
+    "await_uncancellable",
+    "inherit",
+    "watch",
+]
 
 # Seconds aclose() may take past its deadline, in all: cutting the requests in flight, the
 # journal's last write, async callbacks still running, closing the HTTP session. Each step
@@ -294,6 +310,217 @@ async def await_uncancellable(task: asyncio.Task[Stats]) -> Stats:
     if cancelled is not None:
         raise cancelled
     return task.result()
+
+
+# -- the successive runs of one client --------------------------------------------------------
+
+# Seconds start() waits for the spool's files to be taken over (a large spool's scan takes
+# longer: about 2 s for 100,000 goals).
+_START_WAIT = 1.0
+
+OTHER_LOOP = (
+    "this DataFast client runs in another event loop, which is still running: call track, "
+    "send, flush and aclose in that loop"
+)
+
+
+class Life:
+    """The life cycle of one client: its successive runs (a closed client starts again with a
+    fresh one), started in the running loop (by ``start()``, or lazily), closed by ``aclose()``
+    with one deadline, orphaned when their loop ends without it, left to the parent after a
+    fork, and said at the process's exit. It holds the client's options; the client holds it.
+    """
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        spooled = options.spool_path is not None
+        self.drops = DropLog(
+            options.max_queue_size,
+            spool_max_bytes=options.spool_max_bytes if spooled else None,
+        )
+        self.run = self._new_run()
+        self._warned_lazy = False
+        self._forked_from: int | None = None  # what the parent's run held, said once here
+        watch(self)
+
+    def live(self) -> Run:
+        """The current run, after noticing that its loop has ended (the one orphan check)."""
+        run = self.run
+        if run.state in (RunState.RUNNING, RunState.CLOSING) and run.loop_is_gone():
+            run.orphan()
+        return run
+
+    async def start(self) -> None:
+        """``DataFast.start()``: a run bound to the running loop, and its spool open (waited
+        for at most ``_START_WAIT``: a large spool's scan goes on in the background)."""
+        run = self.live()
+        if run.state is RunState.CLOSING and run.close_task is not None:
+            await await_uncancellable(run.close_task)
+        run = self.current(start=True)
+        if run.spool is not None:
+            await run.spool.wait_open(_START_WAIT)
+
+    def current(self, *, start: bool) -> Run:
+        """The run that serves the running loop, started if needed (in the loop's thread).
+
+        ``start``: called by ``start()`` (not lazily by ``track``/``send``/``flush``).
+        """
+        loop = asyncio.get_running_loop()
+        run = self.run
+        if run.state is RunState.RUNNING and run.loop is loop:
+            return run
+        if self._forked_from is not None:
+            self._say_forked()
+        run = self.live()
+        if run.state is RunState.CLOSED and (start or run.orphaned):
+            run = self.run = self._new_run()
+        if run.state is RunState.NEW:
+            if not start:
+                self._warn_lazy_start()
+            self._bind(run, loop)
+            return run
+        if run.state is RunState.RUNNING:
+            raise DataFastError(OTHER_LOOP)
+        raise ClientClosedError("the DataFast client is closed; call start() to use it again")
+
+    async def aclose(self, timeout: float | None) -> Stats:
+        """``DataFast.aclose()``: the run's shutdown with one deadline; idempotent."""
+        run = self.live()
+        if run.state is RunState.CLOSED:
+            return run.final_stats or run.stats()
+        if run.bound and run.loop is not asyncio.get_running_loop():
+            # Its loop still runs (in another thread): its tasks cannot be touched from here.
+            raise DataFastError(OTHER_LOOP)
+        if run.state is RunState.NEW:
+            if not len(run.queue) or not self.options.enabled:
+                run.state = RunState.CLOSED
+                run.final_stats = run.stats()
+                return run.final_stats
+            self.current(start=True)  # requests handed over before start: deliver them
+        seconds = (
+            self.options.shutdown_timeout
+            if timeout is None
+            else check_positive("timeout", timeout, allow_zero=True)
+        )
+        return await await_uncancellable(run.begin_close(seconds))
+
+    def _new_run(self) -> Run:
+        return Run(self.options.max_queue_size, self.drops, self.options.initial_limit)
+
+    def _warn_lazy_start(self) -> None:
+        if self._warned_lazy:
+            return
+        self._warned_lazy = True
+        logger.warning(
+            "the DataFast client was started lazily by its first goal: close it so that goals "
+            "still queued are delivered before the process exits (`async with DataFast(...)`, "
+            "`await df.aclose()`, or the datafast_async.starlette lifespan); goals still queued "
+            "at exit are lost"
+        )
+
+    def _bind(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+        options = self.options
+        settings = options.settings
+        transport: Transport
+        if options.transport_factory is not None:
+            transport = options.transport_factory()
+        else:
+            transport = AiohttpTransport(
+                settings.base_url,
+                settings.headers,
+                timeout=options.timeout,
+                concurrency=options.concurrency,
+                session=options.session,
+                ssl=options.ssl,
+                proxy=None if options.session is not None else proxy_for(settings.url),
+            )
+        targets = [settings.target(kind.path) for kind in KINDS]
+        spool = self._new_spool(run, loop, targets)
+        run.bind(
+            loop,
+            transport,
+            Reporter(options.on_success, options.on_failure),
+            lambda bound: Sender(
+                queue=bound.queue,
+                transport=bound.transport,
+                policy=options.retry,
+                limiter=Limiter(options.concurrency, loop, adaptive=options.adaptive),
+                fate=bound.fate,
+                loop=loop,
+                workers=options.concurrency,
+                targets=targets,
+                on_orphaned=bound.orphan_in_loop,
+                spool=spool,
+            ),
+            spool,
+        )
+
+    def _new_spool(
+        self, run: Run, loop: asyncio.AbstractEventLoop, targets: list[str]
+    ) -> RunSpool | None:
+        """The run's spool (``spool_path``), opened in a thread from now on."""
+        options = self.options
+        if options.spool_path is None:
+            return None
+        settings = options.settings
+        assert settings.api_key is not None  # resolve_settings requires it when enabled
+        extra = dict(options.spool_options)
+        # The CLI's `spool DIR --replay --namespace NS`: another key's requests (a rotated or
+        # revoked key), sent with this one because the user asked for it.
+        space = extra.pop("namespace", None) or namespace(settings.api_key, settings.website_id)
+        journal = Journal(options.spool_path, space, max_bytes=options.spool_max_bytes, **extra)
+        # Records keep the path they are sent to below the base URL's own path (which is not
+        # part of the namespace either): a record is rebuilt by the kind its path names.
+        prefix = urlsplit(settings.base_url).path
+        return RunSpool(
+            journal,
+            [prefix + target for target in targets],
+            loop,
+            on_refill=lambda deliveries: run.sender.refill.refill(deliveries),
+            on_damaged=run.fate.damaged,
+        )
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's run (queue, session, journal) stays the parent's;
+        this client starts afresh on first use and says so once."""
+        run = self.run
+        run.queue.after_fork()
+        if run.state is RunState.NEW and not len(run.queue):
+            return
+        if run.state is RunState.CLOSED and not run.queue.pending:
+            return
+        inherit(run)
+        if run.spool is not None:
+            run.spool.abandon_after_fork()  # the parent's files: closed here, still locked
+        self._forked_from = run.queue.pending
+        self.run = self._new_run()
+
+    def _say_forked(self) -> None:
+        count, self._forked_from = self._forked_from, None
+        logger.warning(
+            "this process was forked from one whose DataFast client was in use (%d goals "
+            "pending there): they belong to the parent process and are not sent from here; "
+            "this client starts afresh. Create clients after the fork (gunicorn --preload: "
+            "in the app's lifespan) to avoid this",
+            count,
+        )
+
+    def _pending_at_exit(self) -> int:
+        """The requests still pending as the process exits; the exit WARNING says them, so
+        the client's garbage collection in the interpreter's teardown does not say them
+        again."""
+        run = self.run
+        if run.state is RunState.CLOSED or not self.options.enabled:
+            return 0
+        pending = run.queue.pending
+        if run.spool is not None and run.spool.close_at_exit(pending):
+            run.warned = True
+            return 0  # journaled: the next start sends them (said by close_at_exit)
+        if pending:
+            run.warned = True
+        return pending
 
 
 # -- processes: fork and exit -----------------------------------------------------------------

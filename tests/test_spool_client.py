@@ -684,10 +684,10 @@ async def test_start_does_not_wait_long_for_a_large_spool_and_flush_waits_for_it
     """A large spool's scan does not hold the app's start-up: start() returns after its
     short wait with the scan still going on in the background; goals tracked meanwhile are
     accepted; flush() waits for the scan, and every goal, taken over or new, is delivered."""
-    from datafast_async import _client
+    from datafast_async import _run
 
     await _leave_goals(tmp_path, 5)
-    monkeypatch.setattr(_client, "_START_WAIT", 0.01)
+    monkeypatch.setattr(_run, "_START_WAIT", 0.01)
     scanning = threading.Event()
     real_open = Journal.open
 

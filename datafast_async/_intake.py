@@ -1,0 +1,164 @@
+"""Accepting a request into the client's current run: the bound, ``on_full``, the handover from
+other threads, and overflow to the spool.
+
+The client validates a request and builds its ``Delivery``; its hot path (the client's own
+loop, no spool, room in the queue) offers it to the queue itself. Everything else comes here:
+
+- with a spool, a request goes into memory and the journal, or (beyond ``max_queue_size``, or
+  behind requests already waiting on disk) onto disk only; it is refused only when the spool
+  is full (or cannot be written) and the queue is full too;
+- from another thread (or before ``start()``), it is handed over thread-safely and the
+  client's loop is woken;
+- ``on_full="block"`` waits for room, at most ``timeout`` seconds;
+- a refusal goes to ``Fate.refused`` (counted in ``dropped``), then the request is dropped
+  (its ``Delivery`` settled with ``QueueFullError``) or the error raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, TypeVar
+
+from ._delivery import Delivery
+from ._errors import ClientClosedError, QueueFullError
+from ._options import Options
+from ._run import Life, Run, RunState
+from ._spool import RunSpool
+
+__all__ = ["Intake"]
+
+R = TypeVar("R")
+# The running loop of this thread (None outside one), in C.
+_get_running_loop = asyncio._get_running_loop
+
+
+class Intake:
+    """The intake policy of one client (its ``Life`` gives the current run)."""
+
+    def __init__(self, options: Options, life: Life) -> None:
+        self._life = life
+        self._on_full = options.on_full
+        self._timeout = options.timeout
+        self._max_queue_size = options.max_queue_size
+        # Built once: a full queue may refuse every request of a busy app.
+        self._full_message = (
+            f"the queue ({options.max_queue_size} requests) and the spool "
+            f"({options.spool_max_bytes} bytes) are full, or the spool cannot be written"
+            if options.spool_path is not None
+            else f"the queue is full ({options.max_queue_size} requests)"
+        )
+
+    def spooled(self, run: Run, spool: RunSpool, delivery: Delivery[R]) -> Delivery[R]:
+        """With a spool, from any thread: into memory and the journal, or onto disk only."""
+        if not offer_spooled(run, spool, delivery):
+            return self.refuse(delivery)
+        sender, loop = run.sender, run.loop
+        if loop is _get_running_loop():
+            if sender.idle:
+                sender.notify()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(sender.notify)
+        return delivery
+
+    def elsewhere(self, delivery: Delivery[R]) -> Delivery[R]:
+        """Off the hot path: start lazily, or hand over from another thread."""
+        running = _get_running_loop()
+        life = self._life
+        run = life.run
+        # (After a fork the run is a fresh NEW one: Life.current also says so, once.)
+        if running is not None and (
+            run.state is RunState.NEW or run.orphaned or run.loop_is_gone()
+        ):
+            run = life.current(start=False)
+        if run.state not in (RunState.NEW, RunState.RUNNING) or (
+            run.bound and run.loop.is_closed()
+        ):
+            raise ClientClosedError("the DataFast client is closed; call start() to use it again")
+        if run.bound and run.spool is not None and run.state is RunState.RUNNING:
+            return self.spooled(run, run.spool, delivery)
+        # offer() raises ClientClosedError once aclose() has stopped intake, under the queue's
+        # own lock: a request can never slip into a run that is being closed.
+        if not run.queue.offer(delivery):
+            return self.refuse(delivery)
+        if run.spool is not None:
+            # bind() ran meanwhile (in the loop's thread), after this thread looked: its
+            # snapshot of the queue may have missed this one (accepting it twice is harmless).
+            run.spool.accept(delivery)
+        if run.bound:
+            sender, loop = run.sender, run.loop
+            if loop is running:
+                sender.notify()
+            else:
+                # RuntimeError: the loop closed meanwhile; it stays counted as queued.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(sender.notify)
+        # Not started yet (no loop): it waits in the queue for start().
+        return delivery
+
+    async def blocking(self, delivery: Delivery[R]) -> Delivery[R]:
+        """``on_full="block"``, in the client's loop: wait for room (at most ``timeout``
+        seconds). With a spool, a full queue is no reason to wait: the request goes to disk;
+        only a spool that is full (or cannot be written) makes it wait."""
+        run = self._life.current(start=False)
+        spool = run.spool
+        if spool is not None:
+            if not offer_spooled(run, spool, delivery):
+                delivery = await self._wait_for_room(run, delivery)
+                spool.accept(delivery)
+            run.sender.notify()
+            return delivery
+        return await self._wait_for_room(run, delivery)
+
+    async def _wait_for_room(self, run: Run, delivery: Delivery[R]) -> Delivery[R]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while not run.queue.offer(delivery):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return self.refuse(delivery, waited=True)
+            room = run.queue.room_waiter(loop)
+            try:
+                await asyncio.wait((room,), timeout=remaining)
+            except BaseException:
+                if room.done() and not room.cancelled():
+                    run.queue.pass_on_room()  # woken for room it will not use: the next goes
+                raise
+            finally:
+                run.queue.discard_room_waiter(room)
+            if run.state is not RunState.RUNNING:
+                raise ClientClosedError("the DataFast client was closed while track() waited")
+        run.sender.notify()
+        return delivery
+
+    def refuse(self, delivery: Delivery[R], *, waited: bool = False) -> Delivery[R]:
+        """A request that found the queue (and the spool) full: counted, then dropped (its
+        ``Delivery`` settled) or raised, by ``on_full``."""
+        if waited:
+            message = (
+                f"the queue stayed full ({self._max_queue_size} requests) for {self._timeout:g} s"
+            )
+        else:
+            message = self._full_message
+        error = QueueFullError(message)
+        drop = self._on_full == "drop"
+        self._life.run.fate.refused(delivery, error, settle=drop)
+        if drop:
+            return delivery
+        raise error
+
+
+def offer_spooled(run: Run, spool: RunSpool, delivery: Delivery[Any]) -> bool:
+    """Into memory and the journal, or onto disk only; ``False`` if neither has room."""
+    queue = run.queue
+    if not queue.spooled and queue.offer(delivery):
+        spool.accept(delivery)
+    elif spool.can_spill():
+        queue.spill(delivery)
+        spool.spill(delivery)
+    elif queue.offer(delivery):  # the spool cannot take it now: memory, as without one
+        spool.accept(delivery)
+    else:
+        return False
+    return True
