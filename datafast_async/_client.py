@@ -7,23 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl as ssl_module
-import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-import anyio
 
-from ._config import Settings, check_positive, mask_key
+from ._config import check_positive, mask_key
 from ._delivery import Delivery, pending
 from ._intake import Intake
 from ._kinds import GOALS, goals
 from ._models import GoalResult, Stats
 from ._options import OnFull, resolve_options
-from ._reporting import FailureCallback, SuccessCallback, logger
+from ._reporting import FailureCallback, SuccessCallback
 from ._retry import RetryPolicy
-from ._run import Life, Run, RunState
+from ._run import Life, Run
 from ._transport import Transport
 
 __all__ = ["DataFast"]
@@ -31,7 +29,6 @@ __all__ = ["DataFast"]
 _DISABLED = GoalResult(event_id=None, message="disabled")
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
-_NEW, _CLOSING, _CLOSED = RunState.NEW, RunState.CLOSING, RunState.CLOSED
 
 
 class DataFast:
@@ -129,10 +126,6 @@ class DataFast:
         return self._life.run
 
     @property
-    def _settings(self) -> Settings:
-        return self._options.settings
-
-    @property
     def _spool_path(self) -> str | None:
         return self._options.spool_path
 
@@ -142,14 +135,6 @@ class DataFast:
         self._options.spool_path = path
         self._life = Life(self._options)
         self._intake = Intake(self._options, self._life)
-
-    @property
-    def _transport_factory(self) -> Callable[[], Transport] | None:
-        return self._options.transport_factory
-
-    @_transport_factory.setter
-    def _transport_factory(self, factory: Callable[[], Transport] | None) -> None:
-        self._options.transport_factory = factory
 
     def __repr__(self) -> str:
         s = self._options.settings
@@ -302,35 +287,9 @@ class DataFast:
         """
         if timeout is not None:
             timeout = check_positive("timeout", timeout, allow_zero=True)
-        run = self._life.run
-        if (
-            not self._options.enabled
-            or run.state is _CLOSED
-            or (run.state is _NEW and not len(run.queue))
-        ):
+        if not self._options.enabled:
             return True
-        if run.state is not _CLOSING:
-            run = self._life.current(start=False)
-        spool = run.spool
-        if spool is not None:
-            # Goals an earlier run left in the spool count once it is open (taken over).
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await spool.wait_open(timeout)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (loop.time() - started))
-            if run.sender.all_parked():
-                return False  # every goal pending waits on disk for an API that is down
-        future = run.queue.flush_waiter(asyncio.get_running_loop())
-        if future is None:
-            return True
-        try:
-            with anyio.move_on_after(timeout):
-                # False: every goal still pending was parked on disk meanwhile (a spool).
-                return await future
-            return False
-        finally:
-            run.queue.discard_flush_waiter(future)
+        return await self._life.flush(timeout)
 
     async def aclose(self, timeout: float | None = None) -> Stats:
         """Stop accepting goals, deliver what can be delivered by one deadline, then stop.
@@ -356,15 +315,5 @@ class DataFast:
 
     def __del__(self) -> None:
         life: Life | None = getattr(self, "_life", None)
-        run = None if life is None else life.run
-        if run is None or run.state is _CLOSED or run.warned:
-            return
-        pending = run.queue.pending
-        if pending:
-            run.warned = True
-            message = (
-                f"DataFast client garbage-collected without aclose() with {pending} goals "
-                "pending; they may be lost"
-            )
-            logger.warning("%s", message)
-            warnings.warn(message, ResourceWarning, source=self, stacklevel=2)
+        if life is not None:
+            life.collected(self)

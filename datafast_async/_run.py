@@ -404,6 +404,55 @@ class Life:
         )
         return await await_uncancellable(run.begin_close(seconds))
 
+    async def flush(self, timeout: float | None) -> bool:
+        """``DataFast.flush()``: wait until every request accepted before the call is
+        delivered or has finally failed (``False``: the timeout came first, or, with a spool,
+        everything pending is parked on disk)."""
+        run = self.run
+        if (
+            not self.options.enabled
+            or run.state is RunState.CLOSED
+            or (run.state is RunState.NEW and not len(run.queue))
+        ):
+            return True
+        if run.state is not RunState.CLOSING:
+            run = self.current(start=False)
+        spool = run.spool
+        if spool is not None:
+            # Goals an earlier run left in the spool count once it is open (taken over).
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await spool.wait_open(timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (loop.time() - started))
+            if run.sender.all_parked():
+                return False  # every goal pending waits on disk for an API that is down
+        future = run.queue.flush_waiter(asyncio.get_running_loop())
+        if future is None:
+            return True
+        try:
+            with anyio.move_on_after(timeout):
+                # False: every goal still pending was parked on disk meanwhile (a spool).
+                return await future
+            return False
+        finally:
+            run.queue.discard_flush_waiter(future)
+
+    def collected(self, client: object) -> None:
+        """The client is garbage-collected: say what its run still held (once)."""
+        run = self.run
+        if run.state is RunState.CLOSED or run.warned:
+            return
+        pending = run.queue.pending
+        if pending:
+            run.warned = True
+            message = (
+                f"DataFast client garbage-collected without aclose() with {pending} goals "
+                "pending; they may be lost"
+            )
+            logger.warning("%s", message)
+            warnings.warn(message, ResourceWarning, source=client, stacklevel=3)
+
     def _new_run(self) -> Run:
         return Run(self.options.max_queue_size, self.drops, self.options.initial_limit)
 

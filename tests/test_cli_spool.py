@@ -313,7 +313,7 @@ async def test_track_with_on_full_block_journals_its_goals(
 
     # Built off the loop: the constructor resolves the spool's path (os.path.abspath).
     client = await asyncio.to_thread(make_client, spool_path=tmp_path, on_full="block")
-    client._transport_factory = lambda: MockTransport(never)
+    client._options.transport_factory = lambda: MockTransport(never)
     await client.start()
     for i in range(5):
         await client.track(f"v{i}", "signup")

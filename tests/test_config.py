@@ -162,7 +162,7 @@ def test_plain_http_from_the_environment_is_refused_too(monkeypatch: pytest.Monk
     ],
 )
 def test_plain_http_is_accepted_on_loopback_and_https_everywhere(base_url: str) -> None:
-    assert DataFast(KEY, base_url=base_url)._settings.base_url == base_url
+    assert DataFast(KEY, base_url=base_url)._options.settings.base_url == base_url
 
 
 @pytest.mark.parametrize(

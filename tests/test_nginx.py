@@ -157,7 +157,7 @@ async def test_goals_through_nginx_end_once_while_upstream_and_nginx_fail(
         df: DataFast
 
         def witness() -> Transport:
-            settings = df._settings
+            settings = df._options.settings
             transport = Witness(
                 AiohttpTransport(
                     settings.url, settings.headers, timeout=3.0, concurrency=CONCURRENCY

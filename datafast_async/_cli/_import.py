@@ -805,7 +805,7 @@ def _resume_point(
 ) -> tuple[ProgressFile, Checkpoint, Any]:
     """The progress file of this import and where it resumes; the stream is left at that
     point, after checking that the bytes before it are the ones imported."""
-    settings = client._settings
+    settings = client._options.settings
     assert settings.api_key is not None
     resume = ProgressFile(directory, path, namespace(settings.api_key, settings.website_id))
     try:

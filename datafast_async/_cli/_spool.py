@@ -325,7 +325,7 @@ def _replay(args: argparse.Namespace, console: Console, before: dict[str, Any]) 
     )
     if client._spool_path is None:
         raise CLIError("--replay needs the client enabled (DATAFAST_ENABLED is off)")
-    settings = client._settings
+    settings = client._options.settings
     assert settings.api_key is not None
     mine = other or namespace(settings.api_key, settings.website_id)
     if other is not None:

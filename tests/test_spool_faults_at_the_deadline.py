@@ -1,6 +1,6 @@
-"""Second adversarial review of the durable spool: what the README promises against what the
-client does, driven through the public client (see ``test_spool_client.py`` for the helpers:
-an in-process API the test switches)."""
+"""What the spool's README promises when things go wrong (an open circuit, a full disk at the
+deadline) against what the client does, driven through the public client (see ``_fakes.py``
+for the helpers: an in-process API the test switches)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ._fakes import API, client, messages, track
 from .conftest import balances, until
-from .test_spool_client import API, client, messages, track
 
 
 async def test_goals_parked_behind_an_open_circuit_are_not_reported_failed(
@@ -56,7 +56,7 @@ async def test_goals_kept_at_the_deadline_with_a_full_disk_are_not_claimed_kept(
 
     from datafast_async import ShutdownError
 
-    from .test_spool_client import journal_of
+    from ._fakes import journal_of
 
     failures: list[object] = []
     api = API("hold")

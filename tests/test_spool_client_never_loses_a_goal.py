@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from datafast_async import DataFast
 from datafast_async._run import NO_LOOP, RunState
 
-from .test_spool_client import API, VISITOR, client
+from ._fakes import API, VISITOR, client
 
 Op = tuple[str, int]
 OPS = st.lists(

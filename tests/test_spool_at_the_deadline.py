@@ -1,6 +1,6 @@
-"""Adversarial review of the durable spool's wiring: each test is a way the wiring broke (or
+"""The spool at the shutdown deadline: each test is a way the wiring broke (or
 nearly did) under a scenario a user can meet, driven through the public client with small
-intervals. See ``test_spool_client.py`` for the helpers (an in-process API the test
+intervals. See ``_fakes.py`` for the helpers (an in-process API the test
 switches)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from datafast_async import ShutdownError
 
+from ._fakes import API, client, on_disk, pending_ids, track
 from .conftest import balances
-from .test_spool_client import API, client, on_disk, pending_ids, track
 
 # The writer never steps on its own during a test that sets this: what it holds at aclose() is
 # exactly what track() handed it.
