@@ -1,63 +1,20 @@
-"""Shared helpers: a client wired to a MockTransport whose handler each test scripts."""
+"""Fixtures: a client wired to a MockTransport whose handler each test scripts, and the guard
+against blocking calls in the event loop. The fakes they use are in ``_fakes.py``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import blockbuster.blockbuster
 import pytest
 from blockbuster import BlockingError, blockbuster_ctx
 
-from datafast_async import DataFast, RetryPolicy, Stats
-from datafast_async._delivery import Delivery
-from datafast_async._transport import MockTransport, Request, Response
+from datafast_async import DataFast
 
-NO_WAIT = RetryPolicy(max_attempts=6, initial_delay=0.0, max_delay=0.0)
-EVENT_ID = "67f8b9b5c320277df9a9d681"
-
-
-def ok(event_id: str = EVENT_ID) -> Response:
-    body = {
-        "status": "success",
-        "data": [{"message": "Custom event created successfully", "eventId": event_id}],
-    }
-    return Response(200, json.dumps(body).encode(), "OK")
-
-
-def error(status: int, message: str = "nope", retry_after: str | None = None) -> Response:
-    body = {"status": "error", "error": {"code": status, "message": message}}
-    return Response(status, json.dumps(body).encode(), "", retry_after)
-
-
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
-
-
-class Recorder:
-    """A MockTransport handler that records bodies and answers through ``answer``."""
-
-    def __init__(self, answer: Handler | None = None) -> None:
-        self.answer = answer or (lambda request: ok())
-        self.bodies: list[dict[str, Any]] = []
-        self.transports: list[MockTransport] = []
-
-    def __call__(self, request: Request) -> Response | Awaitable[Response]:
-        self.bodies.append(json.loads(request.body))
-        return self.answer(request)
-
-    def factory(self) -> MockTransport:
-        transport = MockTransport(self)
-        self.transports.append(transport)
-        return transport
-
-    @property
-    def names(self) -> list[str]:
-        return [body["name"] for body in self.bodies]
+from ._fakes import NO_WAIT, Recorder, counting_settles
 
 
 @pytest.fixture
@@ -75,16 +32,6 @@ def make_client(recorder: Recorder) -> Callable[..., DataFast]:
         return DataFast(_transport_factory=recorder.factory, **kwargs)
 
     return make
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Yield to the loop until ``predicate()`` holds (no fixed sleeps), or fail after timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0)
 
 
 # -- no blocking call in the event loop ------------------------------------------------------
@@ -152,35 +99,6 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     seen, _Blocked.seen[:] = list(_Blocked.seen), []
     assert not seen, f"blocking calls in the event loop: {seen}"
-
-
-# -- accounting ------------------------------------------------------------------------------
-
-
-def balances(stats: Stats) -> bool:
-    """The ledger's invariant: every accepted goal is delivered, failed, queued or in flight
-    (or, with a spool, held on disk)."""
-    held = stats.queued + stats.in_flight + getattr(stats, "spooled", 0)
-    return stats.enqueued == stats.delivered + stats.failed + held
-
-
-@contextlib.contextmanager
-def counting_settles() -> Iterator[Counter[int]]:
-    """How many times each ``Delivery`` was settled while the block runs (by ``id``; keep the
-    deliveries alive): the first call wins and later ones are silently ignored, so only a
-    count shows them."""
-    counts: Counter[int] = Counter()
-    settle = Delivery._settle
-
-    def counting(self: Delivery, outcome: Any) -> bool:
-        counts[id(self)] += 1
-        return settle(self, outcome)
-
-    Delivery._settle = counting  # type: ignore[method-assign]
-    try:
-        yield counts
-    finally:
-        Delivery._settle = settle  # type: ignore[method-assign]
 
 
 @pytest.fixture

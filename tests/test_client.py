@@ -40,7 +40,7 @@ from datafast_async import (
 from datafast_async._sender import Sender
 from datafast_async._transport import Request, Response
 
-from .conftest import EVENT_ID, Recorder, error, ok, until
+from ._fakes import EVENT_ID, Recorder, error, ok, until
 
 MakeClient = Callable[..., DataFast]
 

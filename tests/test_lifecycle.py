@@ -14,7 +14,7 @@ import pytest
 from datafast_async import ClientClosedError, DataFast, Stats
 from datafast_async._transport import Request, Response
 
-from .conftest import Recorder, ok, until
+from ._fakes import Recorder, ok, until
 
 MakeClient = Callable[..., DataFast]
 

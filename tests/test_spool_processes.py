@@ -29,7 +29,7 @@ import pytest
 
 from datafast_async import DataFast, RetryPolicy, ShutdownError
 
-from .conftest import balances, until
+from ._fakes import balances, until
 
 pytestmark = [
     pytest.mark.integration,

@@ -23,7 +23,7 @@ from datafast_async._outcome import outcome_of, parse_retry_after, read_result
 from datafast_async._transport import Response
 from datafast_async._wire import encode_goal
 
-from .conftest import EVENT_ID, error, ok
+from ._fakes import EVENT_ID, error, ok
 
 
 def decode_response(response: Response) -> GoalResult | APIError:
