@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import os
 import stat
@@ -25,136 +24,26 @@ from typing import Any
 import anyio
 import pytest
 
-from datafast_async import DataFast, QueueFullError, RetryPolicy, ShutdownError, Stats
+from datafast_async import DataFast, QueueFullError, ShutdownError, Stats
 from datafast_async._spool import Journal
-from datafast_async._transport import MockTransport, Request, Response
 
-from .conftest import balances, error, ok, until
-
-KEY = "df_spool_client_key_7f3a9c21"
-OTHER_KEY = "df_some_other_key_5b8d0e44"
-VISITOR = "3cff4252-fa95-4a8f-b8c1-a2c5f9f0a0c1"
-FAST_SPOOL = {"write_interval": 0.01, "sync_interval": 0.05}
-FAST = RetryPolicy(
-    max_attempts=2,
-    initial_delay=0.0,
-    max_delay=0.0,
-    circuit_cooldown=0.05,
-    max_circuit_cooldown=0.1,
+from ._fakes import (
+    API,
+    SPOOL_KEY,
+    balances,
+    journal_of,
+    messages,
+    on_disk,
+    pending_ids,
+    read_dir,
+    records_in,
+    spool_client,
+    track,
+    until,
 )
 
-
-class API:
-    """The API as the test sets it: ``mode`` is ``"up"`` (DataFast's success), ``"down"``
-    (503), ``"refused"`` (401: the circuit opens), ``"bad"`` (400: the goal fails finally)
-    or ``"hold"`` (no answer until ``release()``, then the mode then in force)."""
-
-    def __init__(self, mode: str = "up") -> None:
-        self.mode = mode
-        self.delivered: Counter[str] = Counter()  # metadata "i" of goals answered 200
-        self.refused: Counter[str] = Counter()  # ... answered 400
-        self.requests = 0
-        self._released: asyncio.Event | None = None
-
-    def factory(self) -> MockTransport:
-        return MockTransport(self)
-
-    def __call__(self, request: Request) -> Response | Any:
-        self.requests += 1
-        if self.mode == "hold":
-            return self._held(request)
-        return self._answer(request)
-
-    async def _held(self, request: Request) -> Response:
-        if self._released is None:
-            self._released = asyncio.Event()
-        while self.mode == "hold":
-            await self._released.wait()
-        return self._answer(request)
-
-    def release(self, mode: str = "up") -> None:
-        self.mode = mode
-        if self._released is not None:
-            self._released.set()
-            self._released = None
-
-    def _answer(self, request: Request) -> Response:
-        mode = self.mode
-        if mode == "up":
-            self.delivered[json.loads(request.body)["metadata"]["i"]] += 1
-            return ok()
-        if mode == "bad":
-            self.refused[json.loads(request.body)["metadata"]["i"]] += 1
-            return error(400, "bad goal")
-        if mode == "refused":
-            return error(401, "Invalid API key")
-        return error(503, "unavailable")
-
-
-def client(path: Path | str, api: API, **kwargs: Any) -> DataFast:
-    kwargs.setdefault("retry", FAST)
-    kwargs.setdefault("_spool_options", FAST_SPOOL)
-    kwargs.setdefault("api_key", KEY)
-    return DataFast(spool_path=path, _transport_factory=api.factory, **kwargs)
-
-
-def track(df: DataFast, start: int, count: int) -> list[Any]:
-    return [
-        df.track_nowait(VISITOR, "signup", metadata={"i": str(i)})
-        for i in range(start, start + count)
-    ]
-
-
-def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
-    return [
-        r.getMessage() for r in caplog.records if r.name == "datafast_async" and r.levelno == level
-    ]
-
-
-def journal_of(df: DataFast) -> Journal:
-    spool = df._run.spool
-    assert spool is not None
-    return spool.journal
-
-
-def read_dir(path: Path) -> dict[str, bytes]:
-    """Every journal file's bytes (a blocking read: call it in a thread from a loop)."""
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
-
-
-async def on_disk(path: Path) -> dict[str, bytes]:
-    return await anyio.to_thread.run_sync(read_dir, path)
-
-
-def records_in(files: dict[str, bytes]) -> list[dict[str, Any]]:
-    out = []
-    for data in files.values():
-        for line in data.split(b"\n"):
-            if line.startswith(b'{"id":'):
-                out.append(json.loads(line))
-    return out
-
-
-def pending_ids(files: dict[str, bytes]) -> set[str]:
-    """The metadata "i" of goals journaled and not acknowledged, over every file."""
-    goals: dict[str, str] = {}
-    acked: set[str] = set()
-    for data in files.values():
-        for line in data.split(b"\n"):
-            if not line:
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if "body" in entry:
-                body = entry["body"]
-                if isinstance(body, str):
-                    body = json.loads(body)
-                goals[entry["id"]] = body["metadata"]["i"]
-            elif "ack" in entry or "outcome" in entry:
-                acked.add(entry.get("ack") or entry.get("id"))
-    return {i for goal_id, i in goals.items() if goal_id not in acked}
+KEY = SPOOL_KEY
+OTHER_KEY = "df_some_other_key_5b8d0e44"
 
 
 class Sampler:
@@ -197,7 +86,7 @@ async def test_the_ledger_balances_while_goals_flow_overflow_park_and_come_back(
     parked behind an API that is down, and are read back and delivered once it is up; the
     queue never holds more than 20."""
     api = API("down")
-    df = client(tmp_path, api, max_queue_size=20)
+    df = spool_client(tmp_path, api, max_queue_size=20)
     await df.start()
     seen: list[Stats] = []
     with Sampler(df) as sampler:
@@ -242,7 +131,7 @@ async def test_goals_undelivered_at_the_deadline_stay_in_the_spool_for_the_next_
     them, each once."""
     failures: list[object] = []
     api = API(mode)
-    df = client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
+    df = spool_client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
     await df.start()
     deliveries = track(df, 0, 25)
     if mode == "hold":
@@ -262,7 +151,7 @@ async def test_goals_undelivered_at_the_deadline_stay_in_the_spool_for_the_next_
     assert "kept in the spool" in kept[0]
 
     api2 = API("up")
-    again = client(tmp_path, api2, max_queue_size=10)
+    again = spool_client(tmp_path, api2, max_queue_size=10)
     await again.start()
     assert await again.flush(timeout=10) is True
     stats = await again.aclose()
@@ -284,7 +173,7 @@ async def test_goals_wait_on_disk_behind_an_api_that_refuses_or_stays_down(
     circuit and every goal is delivered once."""
     failures: list[object] = []
     api = API(mode)
-    df = client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
+    df = spool_client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
     await df.start()
     deliveries = track(df, 0, 40)
     assert await df.flush(timeout=10) is False
@@ -315,7 +204,7 @@ async def test_goals_beyond_the_queue_and_a_full_spool_are_dropped_with_a_warnin
     the spool; the rest are refused: Stats.dropped, their Delivery settled with
     QueueFullError (on_full="drop"), one WARNING; none of the accepted ones is lost."""
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=5, spool_max_bytes=6_000)
+    df = spool_client(tmp_path, api, max_queue_size=5, spool_max_bytes=6_000)
     await df.start()
     deliveries = track(df, 0, 100)
     stats = df.stats()
@@ -346,7 +235,7 @@ async def test_a_directory_that_cannot_be_created_is_one_error_and_goals_go_from
     blocker = tmp_path / "a-file"
     await anyio.to_thread.run_sync(blocker.write_bytes, b"not a directory")
     api = API("up")
-    df = client(blocker / "spool", api, max_queue_size=50)
+    df = spool_client(blocker / "spool", api, max_queue_size=50)
     await df.start()
     deliveries = track(df, 0, 30)
     assert await df.flush(timeout=5) is True
@@ -367,7 +256,7 @@ async def test_a_read_only_directory_is_one_error_and_goals_go_from_memory(
     spool = tmp_path / "ro"
     spool.mkdir(mode=0o500)
     api = API("up")
-    df = client(spool, api)
+    df = spool_client(spool, api)
     await df.start()
     track(df, 0, 10)
     assert await df.flush(timeout=5) is True
@@ -383,7 +272,7 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
     accepted meanwhile are delivered from memory; once writes work again one WARNING more,
     and goals are journaled again."""
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=50)
+    df = spool_client(tmp_path, api, max_queue_size=50)
     await df.start()
     journal = journal_of(df)
     real_write = os.write
@@ -424,7 +313,7 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
 async def _leave_goals(path: Path, count: int, key: str = KEY) -> None:
     """A run that ends with ``count`` goals kept in the spool (the API not answering)."""
     api = API("hold")
-    df = client(path, api, api_key=key, max_queue_size=count)
+    df = spool_client(path, api, api_key=key, max_queue_size=count)
     await df.start()
     track(df, 0, count)
     await until(lambda: api.requests > 0)
@@ -446,7 +335,7 @@ async def test_torn_and_garbage_lines_left_by_an_earlier_run_are_skipped_with_on
     await anyio.to_thread.run_sync(damage)
     caplog.clear()
     api = API("up")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await df.start()
     assert await df.flush(timeout=5) is True
     journal = journal_of(df)
@@ -463,7 +352,7 @@ async def test_a_file_deleted_under_a_running_client_is_journaled_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=50)
+    df = spool_client(tmp_path, api, max_queue_size=50)
     await df.start()
     track(df, 0, 8)
     await until(lambda: len(pending_ids(read_dir(tmp_path))) == 8, timeout=5)
@@ -507,7 +396,7 @@ async def test_files_of_another_key_are_left_alone_with_one_warning(
     theirs = await on_disk(tmp_path)
     caplog.clear()
     api = API("up")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await df.start()
     track(df, 100, 3)
     assert await df.flush(timeout=5) is True
@@ -529,7 +418,7 @@ async def test_a_goal_settled_before_the_writer_reached_it_is_never_written(
     """With the writer under the test's control (background=False), a goal delivered before
     the journal's next step leaves no record; one still in flight at that step does."""
     api = API("up")
-    df = client(tmp_path, api, _spool_options={"background": False})
+    df = spool_client(tmp_path, api, _spool_options={"background": False})
     await df.start()
     journal = journal_of(df)
     track(df, 0, 3)
@@ -552,7 +441,7 @@ async def test_goals_tracked_from_another_thread_are_journaled_and_delivered_onc
     tmp_path: Path,
 ) -> None:
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=10)
+    df = spool_client(tmp_path, api, max_queue_size=10)
     await df.start()
     await anyio.to_thread.run_sync(track, df, 0, 200)
     stats = df.stats()
@@ -571,7 +460,7 @@ async def test_goals_tracked_before_start_are_journaled_once_it_starts(tmp_path:
     """track_nowait from a thread before any loop runs the client, then start(): the goals
     that waited in memory are journaled too (a crash now would not lose them)."""
     api = API("hold")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await anyio.to_thread.run_sync(track, df, 0, 5)
     await df.start()
     await until(lambda: len(pending_ids(read_dir(tmp_path))) == 5, timeout=5)
@@ -584,7 +473,7 @@ async def test_a_lazy_start_with_a_spool_journals_and_delivers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=5)
+    df = spool_client(tmp_path, api, max_queue_size=5)
     deliveries = track(df, 0, 20)  # no start(): the first goal starts the client
     assert [m for m in messages(caplog) if "started lazily" in m]
     assert not any(d.done() for d in deliveries)
@@ -602,11 +491,11 @@ _FORK_SCRIPT = """
 import asyncio, fcntl, os, sys
 from datafast_async import DataFast
 from datafast_async._transport import MockTransport, Response
-from tests.test_spool_client import API, client, track
+from tests._fakes import API, spool_client, track
 
 async def main(path):
     api = API("hold")
-    df = client(path, api)
+    df = spool_client(path, api)
     await df.start()
     track(df, 0, 5)
     journal = df._run.spool.journal
@@ -666,7 +555,7 @@ async def test_goals_spilled_to_disk_after_a_takeover_are_read_back_too(tmp_path
     they are read back after the taken-over ones (not left on disk, pending for ever)."""
     await _leave_goals(tmp_path, 3)
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=3)
+    df = spool_client(tmp_path, api, max_queue_size=3)
     await df.start()
     assert df.stats().spooled == 3
     track(df, 100, 10)  # behind the 3 on disk: onto disk too
@@ -697,7 +586,7 @@ async def test_start_does_not_wait_long_for_a_large_spool_and_flush_waits_for_it
 
     monkeypatch.setattr(Journal, "open", slow_open)
     api = API("up")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await df.start()
     spool = df._run.spool
     assert spool is not None

@@ -1,6 +1,6 @@
 """Adversarial review of the durable spool's wiring: each test is a way the wiring broke (or
 nearly did) under a scenario a user can meet, driven through the public client with small
-intervals. See ``test_spool_client.py`` for the helpers (an in-process API the test
+intervals. See ``_fakes.py`` for the helpers (an in-process API the test
 switches)."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from pathlib import Path
 
 from datafast_async import ShutdownError
 
-from .conftest import balances
-from .test_spool_client import API, client, on_disk, pending_ids, track
+from ._fakes import API, balances, on_disk, pending_ids, spool_client, track
 
 # The writer never steps on its own during a test that sets this: what it holds at aclose() is
 # exactly what track() handed it.
@@ -29,7 +28,7 @@ async def test_goals_kept_at_the_deadline_when_the_spool_is_full_are_not_claimed
     ShutdownError(spooled=True), on_failure saw none, and the next start found 5."""
     failures: list[object] = []
     api = API("hold")
-    df = client(
+    df = spool_client(
         tmp_path,
         api,
         max_queue_size=100,
@@ -50,7 +49,7 @@ async def test_goals_kept_at_the_deadline_when_the_spool_is_full_are_not_claimed
     assert 0 < len(on_file) < 10
 
     api2 = API("up")
-    again = client(tmp_path, api2)
+    again = spool_client(tmp_path, api2)
     await again.start()
     assert await again.flush(timeout=10) is True
     stats2 = await again.aclose()
@@ -69,7 +68,7 @@ async def test_goals_spilled_just_before_aclose_settle_with_spooled_shutdown_err
     ``await delivery.wait()`` hung for ever; seen also with 3 threads tracking during aclose()
     (50 of 60 runs left from 1 to 2010 Deliveries pending)."""
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=5, concurrency=1, _spool_options=IDLE_WRITER)
+    df = spool_client(tmp_path, api, max_queue_size=5, concurrency=1, _spool_options=IDLE_WRITER)
     await df.start()
     deliveries = track(df, 0, 20)
     stats = await df.aclose(timeout=0)

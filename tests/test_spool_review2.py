@@ -1,5 +1,5 @@
 """Second adversarial review of the durable spool: what the README promises against what the
-client does, driven through the public client (see ``test_spool_client.py`` for the helpers:
+client does, driven through the public client (see ``_fakes.py`` for the helpers:
 an in-process API the test switches)."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import balances, until
-from .test_spool_client import API, client, messages, track
+from ._fakes import API, balances, messages, spool_client, track, until
 
 
 async def test_goals_parked_behind_an_open_circuit_are_not_reported_failed(
@@ -25,7 +24,7 @@ async def test_goals_parked_behind_an_open_circuit_are_not_reported_failed(
     unavailable)"."""
     caplog.set_level(logging.WARNING, logger="datafast_async")
     api = API("hold")
-    df = client(tmp_path, api, concurrency=8)
+    df = spool_client(tmp_path, api, concurrency=8)
     await df.start()
     track(df, 0, 8)
     await until(lambda: df.stats().in_flight == 8)
@@ -56,11 +55,11 @@ async def test_goals_kept_at_the_deadline_with_a_full_disk_are_not_claimed_kept(
 
     from datafast_async import ShutdownError
 
-    from .test_spool_client import journal_of
+    from ._fakes import journal_of
 
     failures: list[object] = []
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=100, on_failure=lambda g, e: failures.append(e))
+    df = spool_client(tmp_path, api, max_queue_size=100, on_failure=lambda g, e: failures.append(e))
     await df.start()
     journal = journal_of(df)
     real_write = os.write
@@ -79,7 +78,7 @@ async def test_goals_kept_at_the_deadline_with_a_full_disk_are_not_claimed_kept(
     kept = [d for d in deliveries if isinstance(d.error, ShutdownError) and d.error.spooled]
 
     api2 = API("up")
-    again = client(tmp_path, api2)
+    again = spool_client(tmp_path, api2)
     await again.start()
     await again.flush(timeout=10)
     stats2 = await again.aclose()
