@@ -31,6 +31,7 @@ from ._fakes import (
     EVENT_ID,
     NO_WAIT_NO_PROBE,
     NO_WAIT_QUICK_PROBE,
+    Gate,
     Recorder,
     error,
     ok,
@@ -195,11 +196,7 @@ async def test_after_the_cool_down_one_goal_probes_and_the_others_wait_for_its_a
     make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder.answer = lambda request: error(401, "Invalid API key")
-    release = asyncio.Event()
-
-    async def held_then_ok(request: Request) -> Response:
-        await release.wait()
-        return ok()
+    held_then_ok = Gate()
 
     async with make_client(retry=NO_WAIT_QUICK_PROBE, concurrency=4) as df:
         refused = df.track_nowait("v", "refused")
@@ -215,7 +212,7 @@ async def test_after_the_cool_down_one_goal_probes_and_the_others_wait_for_its_a
         await anyio.wait_all_tasks_blocked()
         assert recorder.names == ["refused", "probe"]  # nothing of theirs while it is out
         assert not any(d.done() for d in waiting)
-        release.set()
+        held_then_ok.open.set()
         assert (await probe.wait(5)).event_id == EVENT_ID
         assert await df.flush(5)
         assert circuit_of(df).state is CircuitState.CLOSED
@@ -305,17 +302,12 @@ async def test_a_storm_of_sends_with_a_refused_key_costs_a_handful_of_requests(
     make_client: MakeClient, recorder: Recorder
 ) -> None:
     """Sends waiting for a slot when the circuit opens raise its error without a request."""
-    release = asyncio.Event()
-
-    async def refused(request: Request) -> Response:
-        await release.wait()
-        return error(401, "Invalid API key")
-
+    refused = Gate(lambda request: error(401, "Invalid API key"))
     recorder.answer = refused
     async with make_client(retry=NO_WAIT_NO_PROBE, concurrency=4) as df:
         sends = [asyncio.ensure_future(df.send("v", f"s{i}")) for i in range(200)]
         await until(lambda: len(recorder.bodies) == 4)
-        release.set()
+        refused.open.set()
         results = await asyncio.gather(*sends, return_exceptions=True)
     assert all(isinstance(r, AuthenticationError) for r in results)
     assert len(recorder.bodies) <= 5
