@@ -270,7 +270,10 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
 ) -> None:
     """ENOSPC on the journal's writes: one WARNING, journal.faults counts it, the goals
     accepted meanwhile are delivered from memory; once writes work again one WARNING more,
-    and goals are journaled again."""
+    and goals are journaled again.
+
+    The writer thread turns journaling off or on, then logs its WARNING: the test waits for
+    both (the state alone raced the log line on a busy machine)."""
     api = API("hold")
     df = spool_client(tmp_path, api, max_queue_size=50)
     await df.start()
@@ -286,7 +289,13 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
 
     monkeypatch.setattr(os, "write", write)
     deliveries = track(df, 0, 10)
-    await until(lambda: journal.faults.get("write") == 1, timeout=5)
+    await until(
+        lambda: (
+            journal.faults.get("write") == 1
+            and any("cannot be written" in m for m in messages(caplog))
+        ),
+        timeout=5,
+    )
     assert not journal.journaling
     deliveries += track(df, 10, 10)  # memory only while the disk is full
     api.release("up")
@@ -296,7 +305,10 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
     assert len(full_lines) == 1, full_lines
     assert "No space left on device" in full_lines[0]
     full = False
-    await until(lambda: journal.journaling, timeout=5)
+    await until(
+        lambda: journal.journaling and any("is written again" in m for m in messages(caplog)),
+        timeout=5,
+    )
     assert [m for m in messages(caplog) if "is written again" in m] == [
         f"the spool at {tmp_path} is written again"
     ]
