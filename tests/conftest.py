@@ -3,6 +3,8 @@ against blocking calls in the event loop. The fakes they use are in ``_fakes.py`
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,6 +14,7 @@ import blockbuster.blockbuster
 import pytest
 from blockbuster import BlockingError, blockbuster_ctx
 
+import datafast_async
 from datafast_async import DataFast
 
 from ._fakes import NO_WAIT, Recorder, counting_settles
@@ -48,6 +51,35 @@ class _Blocked(BlockingError):
         self.seen.append(f"{func} in thread {threading.current_thread().name}")
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(datafast_async.__file__)) + os.sep
+_PACKAGE_TESTING = os.path.join(_PACKAGE, "testing") + os.sep
+# Frames between a lock's acquire() and the code that called it: blockbuster's wrapper, and
+# the predicate below.
+_GUARD_FILES = {os.path.abspath(blockbuster.blockbuster.__file__), os.path.abspath(__file__)}
+
+
+def _an_own_short_lock(lock: Any, *args: Any, **kwargs: Any) -> bool:
+    """Whether ``lock.acquire()`` was called by the package's own code (its testing package
+    aside) on the lock of the object whose method called it (``self._lock``)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in _GUARD_FILES:
+        frame = frame.f_back
+    if frame is None:
+        return False
+    filename = frame.f_code.co_filename
+    if not filename.startswith(_PACKAGE) or filename.startswith(_PACKAGE_TESTING):
+        return False
+    owner = frame.f_locals.get("self")
+    return owner is not None and getattr(owner, "_lock", None) is lock
+
+
+def _or_an_own_short_lock(allowed: Callable[..., bool]) -> Callable[..., bool]:
+    def predicate(lock: Any, *args: Any, **kwargs: Any) -> bool:
+        return allowed(lock, *args, **kwargs) or _an_own_short_lock(lock)
+
+    return predicate
+
+
 @pytest.fixture(autouse=True)
 def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fail a test when the SDK makes a blocking call in a running event loop.
@@ -59,12 +91,19 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     ``ThreadedFakeDataFast`` runs its own loop on a thread and shares its lock with the test's
     thread; it is scaffolding, not the SDK. A logging handler's own writes are allowed: where
     the SDK's log lines go (pytest's log file handler, here) is the application's choice, and
-    so is Hypothesis's tracing of every line after a failure (to explain it). The queue's lock
-    is allowed too, in every method that takes it (other threads share them: ``track_nowait``
-    may be called from any thread, ``stats()`` read from one); each holds it for a few
-    operations, never for I/O. So
-    are the spool's locks, which the loop shares with the journal's writer thread (the same:
-    a few operations, never I/O).
+    so is Hypothesis's tracing of every line after a failure (to explain it).
+
+    The package's short-held locks may be waited for too: a lock an object of the package
+    keeps as ``self._lock`` (the queue's, the journal's buffers', the spool's), acquired by a
+    method of that object in the package's own code (``_an_own_short_lock``). Other threads
+    share them (``track_nowait`` may be called from any thread, ``stats()`` read from one, the
+    journal's writer thread swaps its buffers) and each holds it for a few operations, never
+    across I/O. The rule names no method, so renamed or new ones are covered; it allows no
+    other lock (the journal's ``_step_lock``, held across the writer's I/O; a
+    ``threading.Event`` or a thread's ``join``, whose locks are taken in threading.py), and
+    nothing else in those modules (``time.sleep``, file and socket I/O are still caught). Only
+    ``acquire()`` is seen: blockbuster does not patch ``with lock:``.
+
     Every such error is also recorded, so that one the SDK caught and logged still fails the
     test.
     """
@@ -77,25 +116,11 @@ def no_blocking_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             function.can_block_in("logging/__init__.py", {"emit", "flush"})
             # Hypothesis's explain phase traces every line after a failure, ours included.
             function.can_block_in("hypothesis/internal/scrutineer.py", {"trace", "trace_line"})
-        lock = buster.functions["threading.Lock.acquire"]
-        # The queue's lock, in every method that takes it: other threads share them (a
-        # track_nowait from a worker thread, a metrics exporter reading stats()).
-        lock.can_block_in(
-            "datafast_async/_queue.py",
-            {
-                "offer", "record_drop", "take", "unpark", "finish", "park", "take_all",
-                "spill", "adopt", "refill", "discard", "to_disk", "items", "pending",
-                "snapshot", "active", "flush_waiter", "release_flush_waiters", "_check_flush",
-                "push_front", "close_intake",
-            },
-        )  # fmt: skip
-        # The spool's locks, shared with its writer thread, held for a few operations and
-        # never across I/O: the journal's buffers, and a goal's place in the journal.
-        lock.can_block_in("datafast_async/_spool/_journal.py", {"append", "ack", "faults"})
-        lock.can_block_in(
-            "datafast_async/_durable.py",
-            {"settled", "park", "keep", "spill", "_turn_off", "_bring_back", "settle_held"},
-        )
+        for name in ("threading.Lock.acquire", "threading.Lock.acquire_lock"):
+            lock = buster.functions[name]
+            lock.deactivate()  # its predicate is read as it is activated
+            lock.can_block_predicate = _or_an_own_short_lock(lock.can_block_predicate)
+            lock.activate()
         yield
     seen, _Blocked.seen[:] = list(_Blocked.seen), []
     assert not seen, f"blocking calls in the event loop: {seen}"
