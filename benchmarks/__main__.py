@@ -26,7 +26,7 @@ from . import _report
 from ._proc import CLIENT_CPU, SERVER_CPU, cpu_count, pin
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("enqueue", "delivery", "handler", "memory", "drain", "adaptive", "spool")
+SECTIONS = ("enqueue", "delivery", "handler", "memory", "drain", "adaptive", "spool", "loop")
 
 # (full, quick) settings of each section.
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -81,6 +81,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "factors": (0.8,),
         },
     ),
+    "loop": ({"rounds": 3, "goals": 10_000}, {"rounds": 1, "goals": 500}),
     "spool": (
         {
             "rounds": 9,
@@ -145,6 +146,10 @@ def _run_section(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         from . import spool
 
         return spool.run(**settings)
+    if name == "loop":
+        from . import loop
+
+        return loop.run(**settings)
     from . import drain
 
     return drain.run(**settings)

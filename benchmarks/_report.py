@@ -150,6 +150,17 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
     )
     _adaptive_goals(results.get("adaptive"), add)
     _spool_goals(results.get("spool"), add)
+    loop = results.get("loop")
+    longest = _s(loop, "longest_sdk_step_ms")
+    add(
+        f"the SDK's longest loop step (CPU) over {(loop or {}).get('goals', 0):,} goals",
+        (longest, "ms"),
+        ("its steps over 10 ms", _s(loop, "sdk_steps_over_10ms"), ""),
+        None,
+        "< 10 ms",
+        longest,
+        lambda v: v < 10,
+    )
     return rows
 
 
@@ -506,6 +517,12 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
         add(f"{prefix}: the limit's high", _s(figures, "limit_max"), "")
         add(f"{prefix}: the limit's mean", _s(figures, "limit_mean"), "")
     _spool_details(results.get("spool"), add)
+    loop = results.get("loop")
+    add("loop: steps of the run", _s(loop, "steps"), "")
+    add("loop: the longest step (CPU outside GC)", _s(loop, "longest_step_ms"), "ms")
+    add("loop: the SDK's longest step", _s(loop, "longest_sdk_step_ms"), "ms")
+    add("loop: the SDK's steps that blocked in the kernel", _s(loop, "sdk_steps_blocked"), "")
+    add("loop: the longest garbage collection", _s(loop, "longest_gc_ms"), "ms")
     return out
 
 

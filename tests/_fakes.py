@@ -1,36 +1,168 @@
-"""Shared fakes for the tests (not a test module: test modules import from here, never from
-each other): a scripted API with hold and release, the spool's quick settings and zero-delay
-policies, and helpers that read a spool directory."""
+"""The suite's shared fakes and helpers (not a test module: nothing here is collected).
+
+- answers: ``ok()``, ``error()``, and ``Recorder``, a ``MockTransport`` handler that records
+  each request's body and answers through a function the test sets;
+- ``Gate``: a handler that holds every request until the test opens it;
+- zero-delay retry policies: ``NO_WAIT`` and its friends, with the circuit's cool-downs the
+  tests need;
+- ``until()``: yield to the loop until a condition holds (no fixed sleeps);
+- accounting: ``balances()`` (the ledger's invariant) and ``counting_settles()``;
+- the spool's in-process API: ``API``, whose answers the test switches (up, down, refusing,
+  bad, or holding every request until ``release()``), ``spool_client()`` wired to it, and
+  helpers that read the journal's files.
+
+conftest.py builds its fixtures (``recorder``, ``make_client``, ``settle_counts``) on these.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from datafast_async import DataFast, RetryPolicy
+from datafast_async import DataFast, RetryPolicy, Stats
+from datafast_async._delivery import Delivery
 from datafast_async._spool import Journal
 from datafast_async._transport import MockTransport, Request, Response
 
-from .conftest import error, ok
+# -- answers -------------------------------------------------------------------------------------
 
-KEY = "df_spool_client_key_7f3a9c21"
-OTHER_KEY = "df_some_other_key_5b8d0e44"
-VISITOR = "3cff4252-fa95-4a8f-b8c1-a2c5f9f0a0c1"
-FAST_SPOOL = {"write_interval": 0.01, "sync_interval": 0.05}
-FAST = RetryPolicy(
+EVENT_ID = "67f8b9b5c320277df9a9d681"
+
+
+def ok(event_id: str = EVENT_ID) -> Response:
+    body = {
+        "status": "success",
+        "data": [{"message": "Custom event created successfully", "eventId": event_id}],
+    }
+    return Response(200, json.dumps(body).encode(), "OK")
+
+
+def error(status: int, message: str = "nope", retry_after: str | None = None) -> Response:
+    body = {"status": "error", "error": {"code": status, "message": message}}
+    return Response(status, json.dumps(body).encode(), "", retry_after)
+
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+class Recorder:
+    """A MockTransport handler that records bodies and answers through ``answer``."""
+
+    def __init__(self, answer: Handler | None = None) -> None:
+        self.answer = answer or (lambda request: ok())
+        self.bodies: list[dict[str, Any]] = []
+        self.transports: list[MockTransport] = []
+
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
+        self.bodies.append(json.loads(request.body))
+        return self.answer(request)
+
+    def factory(self) -> MockTransport:
+        transport = MockTransport(self)
+        self.transports.append(transport)
+        return transport
+
+    @property
+    def names(self) -> list[str]:
+        return [body["name"] for body in self.bodies]
+
+
+class Gate:
+    """A handler that holds every request until ``open`` is set, then answers through
+    ``answer``, counting those it holds (and the most it held at once)."""
+
+    def __init__(self, answer: Callable[[Request], Response] = lambda r: ok()) -> None:
+        self.open = asyncio.Event()
+        self.waiting = 0
+        self.peak = 0
+        self.answer = answer
+
+    async def __call__(self, request: Request) -> Response:
+        self.waiting += 1
+        self.peak = max(self.peak, self.waiting)
+        try:
+            await self.open.wait()
+        finally:
+            self.waiting -= 1
+        return self.answer(request)
+
+
+# -- retry policies without waits ----------------------------------------------------------------
+
+# Retries at once, six attempts (the default), the circuit's default cool-downs.
+NO_WAIT = RetryPolicy(max_attempts=6, initial_delay=0.0, max_delay=0.0)
+# Retries at once; an open circuit stays open for the test (no probe for a minute).
+NO_WAIT_NO_PROBE = RetryPolicy(initial_delay=0, max_delay=0, circuit_cooldown=60)
+# Retries at once; an open circuit probes after 5 ms (at most 40 ms after failed probes).
+NO_WAIT_QUICK_PROBE = RetryPolicy(
+    initial_delay=0, max_delay=0, circuit_cooldown=0.005, max_circuit_cooldown=0.04
+)
+# Two attempts, at once; an open circuit probes after 50 ms (at most 100 ms).
+NO_WAIT_TWO_TRIES = RetryPolicy(
     max_attempts=2,
     initial_delay=0.0,
     max_delay=0.0,
     circuit_cooldown=0.05,
     max_circuit_cooldown=0.1,
 )
+
+
+# -- waiting -------------------------------------------------------------------------------------
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the loop until ``predicate()`` holds (no fixed sleeps), or fail after timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0)
+
+
+# -- accounting ----------------------------------------------------------------------------------
+
+
+def balances(stats: Stats) -> bool:
+    """The ledger's invariant: every accepted goal is delivered, failed, queued or in flight
+    (or, with a spool, held on disk)."""
+    held = stats.queued + stats.in_flight + getattr(stats, "spooled", 0)
+    return stats.enqueued == stats.delivered + stats.failed + held
+
+
+@contextlib.contextmanager
+def counting_settles() -> Iterator[Counter[int]]:
+    """How many times each ``Delivery`` was settled while the block runs (by ``id``; keep the
+    deliveries alive): the first call wins and later ones are silently ignored, so only a
+    count shows them."""
+    counts: Counter[int] = Counter()
+    settle = Delivery._settle
+
+    def counting(self: Delivery, outcome: Any) -> bool:
+        counts[id(self)] += 1
+        return settle(self, outcome)
+
+    Delivery._settle = counting  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        Delivery._settle = settle  # type: ignore[method-assign]
+
+
+# -- the spool's in-process API ------------------------------------------------------------------
+
+SPOOL_KEY = "df_spool_client_key_7f3a9c21"
+VISITOR = "3cff4252-fa95-4a8f-b8c1-a2c5f9f0a0c1"
+FAST_SPOOL = {"write_interval": 0.01, "sync_interval": 0.05}
 
 
 class API:
@@ -80,14 +212,17 @@ class API:
         return error(503, "unavailable")
 
 
-def client(path: Path | str, api: API, **kwargs: Any) -> DataFast:
-    kwargs.setdefault("retry", FAST)
+def spool_client(path: Path | str, api: API, **kwargs: Any) -> DataFast:
+    """A client with its spool at ``path``, sending to ``api``, with small intervals and
+    ``NO_WAIT_TWO_TRIES``; keyword arguments go to DataFast."""
+    kwargs.setdefault("retry", NO_WAIT_TWO_TRIES)
     kwargs.setdefault("_spool_options", FAST_SPOOL)
-    kwargs.setdefault("api_key", KEY)
+    kwargs.setdefault("api_key", SPOOL_KEY)
     return DataFast(spool_path=path, _transport_factory=api.factory, **kwargs)
 
 
 def track(df: DataFast, start: int, count: int) -> list[Any]:
+    """``count`` goals whose metadata ``"i"`` counts from ``start``; their deliveries."""
     return [
         df.track_nowait(VISITOR, "signup", metadata={"i": str(i)})
         for i in range(start, start + count)
@@ -95,6 +230,7 @@ def track(df: DataFast, start: int, count: int) -> list[Any]:
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
+    """The SDK's log lines of exactly ``level``."""
     return [
         r.getMessage() for r in caplog.records if r.name == "datafast_async" and r.levelno == level
     ]

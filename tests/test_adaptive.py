@@ -13,7 +13,7 @@ from datafast_async._limiter import DECREASE, Limiter
 from datafast_async._transport import Request, Response
 from datafast_async.testing import FakeDataFast
 
-from .conftest import NO_WAIT, Recorder, error, ok, until
+from ._fakes import NO_WAIT, Recorder, error, ok, until
 
 
 class Server:

@@ -37,7 +37,7 @@ from datafast_async import (
 from datafast_async._delivery import Delivery
 from datafast_async._transport import MockTransport, Request, Response
 
-from .conftest import balances, ok, until
+from ._fakes import balances, ok, until
 
 GATEWAY = (500, 502, 503, 504)
 # Kinds of answer, with their weight per attempt (out of 10,000).

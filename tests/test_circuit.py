@@ -20,7 +20,6 @@ from datafast_async import (
     DataFast,
     DataFastError,
     Goal,
-    RetryPolicy,
     Stats,
     VisitorNotFoundError,
 )
@@ -28,14 +27,19 @@ from datafast_async._circuit import Circuit, CircuitState
 from datafast_async._delivery import Delivery
 from datafast_async._transport import Request, Response
 
-from .conftest import EVENT_ID, Recorder, error, ok, until
+from ._fakes import (
+    EVENT_ID,
+    NO_WAIT_NO_PROBE,
+    NO_WAIT_QUICK_PROBE,
+    Gate,
+    Recorder,
+    error,
+    ok,
+    until,
+)
 
 MakeClient = Callable[..., DataFast]
 
-#: A cool-down long enough that no probe goes out while a test looks.
-NO_PROBE = RetryPolicy(initial_delay=0, max_delay=0, circuit_cooldown=60)
-#: Cool-downs of milliseconds: 5, 10, 20, then 40 at most.
-QUICK = RetryPolicy(initial_delay=0, max_delay=0, circuit_cooldown=0.005, max_circuit_cooldown=0.04)
 
 BAD_ANSWERS = {
     "401": error(401, "Invalid API key"),
@@ -93,7 +97,7 @@ async def test_an_answer_every_request_would_get_fails_every_goal_for_a_handful_
     def on_failure(goal: Goal, exc: DataFastError) -> None:
         reported[goal.name] += 1
 
-    async with make_client(retry=NO_PROBE, concurrency=8, on_failure=on_failure) as df:
+    async with make_client(retry=NO_WAIT_NO_PROBE, concurrency=8, on_failure=on_failure) as df:
         deliveries = [df.track_nowait("v", f"g{i}") for i in range(5000)]
         assert await df.flush(10)
         stats = df.stats()
@@ -151,7 +155,7 @@ async def test_goals_are_failed_in_chunks_while_other_tasks_run(
         if not watcher:  # the first failure: the circuit has just opened
             watcher.append(asyncio.ensure_future(watch(df)))
 
-    df = make_client(retry=NO_PROBE, concurrency=8, on_failure=on_failure)
+    df = make_client(retry=NO_WAIT_NO_PROBE, concurrency=8, on_failure=on_failure)
     async with df:
         for i in range(5000):
             df.track_nowait("v", f"g{i}")
@@ -168,7 +172,7 @@ async def test_send_raises_the_open_circuits_error_without_a_request(
     make_client: MakeClient, recorder: Recorder
 ) -> None:
     recorder.answer = lambda request: error(401, "Invalid API key")
-    async with make_client(retry=NO_PROBE) as df:
+    async with make_client(retry=NO_WAIT_NO_PROBE) as df:
         opener = df.track_nowait("v", "opener")
         with pytest.raises(AuthenticationError):
             await opener.wait(5)
@@ -192,13 +196,9 @@ async def test_after_the_cool_down_one_goal_probes_and_the_others_wait_for_its_a
     make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder.answer = lambda request: error(401, "Invalid API key")
-    release = asyncio.Event()
+    held_then_ok = Gate()
 
-    async def held_then_ok(request: Request) -> Response:
-        await release.wait()
-        return ok()
-
-    async with make_client(retry=QUICK, concurrency=4) as df:
+    async with make_client(retry=NO_WAIT_QUICK_PROBE, concurrency=4) as df:
         refused = df.track_nowait("v", "refused")
         with pytest.raises(AuthenticationError):
             await refused.wait(5)
@@ -212,7 +212,7 @@ async def test_after_the_cool_down_one_goal_probes_and_the_others_wait_for_its_a
         await anyio.wait_all_tasks_blocked()
         assert recorder.names == ["refused", "probe"]  # nothing of theirs while it is out
         assert not any(d.done() for d in waiting)
-        release.set()
+        held_then_ok.open.set()
         assert (await probe.wait(5)).event_id == EVENT_ID
         assert await df.flush(5)
         assert circuit_of(df).state is CircuitState.CLOSED
@@ -234,7 +234,7 @@ async def test_a_refused_probe_doubles_the_cool_down_and_an_unanswered_one_keeps
     """401 after 401 doubles the cool-down up to max_circuit_cooldown; a probe that gets no
     answer of DataFast's (a 503) opens the circuit again for the same cool-down."""
     recorder.answer = lambda request: error(401, "Invalid API key")
-    async with make_client(retry=QUICK, concurrency=2) as df:
+    async with make_client(retry=NO_WAIT_QUICK_PROBE, concurrency=2) as df:
         circuit = circuit_of(df)
         opener = df.track_nowait("v", "opens")
         with pytest.raises(AuthenticationError):
@@ -264,7 +264,7 @@ async def test_a_send_may_be_the_probe(
     make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder.answer = lambda request: error(403, "Tracking is suspended")
-    async with make_client(retry=QUICK) as df:
+    async with make_client(retry=NO_WAIT_QUICK_PROBE) as df:
         with pytest.raises(DataFastError):
             await df.track_nowait("v", "refused").wait(5)
         recorder.answer = lambda request: ok()
@@ -283,7 +283,7 @@ async def test_datafasts_own_404_does_not_open_the_circuit(
 ) -> None:
     """A 404 in DataFast's envelope is about the goal (no pageview yet), not the key."""
     recorder.answer = lambda request: error(404, "Visitor has no pageviews on this website")
-    async with make_client(retry=NO_PROBE) as df:
+    async with make_client(retry=NO_WAIT_NO_PROBE) as df:
         deliveries = [df.track_nowait("v", f"g{i}") for i in range(50)]
         assert await df.flush(5)
         assert circuit_of(df).state is CircuitState.CLOSED
@@ -302,17 +302,12 @@ async def test_a_storm_of_sends_with_a_refused_key_costs_a_handful_of_requests(
     make_client: MakeClient, recorder: Recorder
 ) -> None:
     """Sends waiting for a slot when the circuit opens raise its error without a request."""
-    release = asyncio.Event()
-
-    async def refused(request: Request) -> Response:
-        await release.wait()
-        return error(401, "Invalid API key")
-
+    refused = Gate(lambda request: error(401, "Invalid API key"))
     recorder.answer = refused
-    async with make_client(retry=NO_PROBE, concurrency=4) as df:
+    async with make_client(retry=NO_WAIT_NO_PROBE, concurrency=4) as df:
         sends = [asyncio.ensure_future(df.send("v", f"s{i}")) for i in range(200)]
         await until(lambda: len(recorder.bodies) == 4)
-        release.set()
+        refused.open.set()
         results = await asyncio.gather(*sends, return_exceptions=True)
     assert all(isinstance(r, AuthenticationError) for r in results)
     assert len(recorder.bodies) <= 5
@@ -324,7 +319,7 @@ async def test_a_probe_cut_by_a_dead_worker_lets_another_goal_probe(
     from datafast_async._sender import Sender
 
     recorder.answer = lambda request: error(401, "Invalid API key")
-    async with make_client(retry=QUICK, concurrency=2) as df:
+    async with make_client(retry=NO_WAIT_QUICK_PROBE, concurrency=2) as df:
         with pytest.raises(AuthenticationError):
             await df.track_nowait("v", "opener").wait(5)
         recorder.answer = lambda request: ok()  # the key works again
@@ -361,7 +356,7 @@ async def test_a_send_probe_cancelled_lets_the_waiting_goals_probe_at_once(
             await hang.wait()
         return ok()
 
-    async with make_client(retry=NO_PROBE, concurrency=2) as df:
+    async with make_client(retry=NO_WAIT_NO_PROBE, concurrency=2) as df:
         with pytest.raises(AuthenticationError):
             await df.track_nowait("v", "opener").wait(5)
         recorder.answer = hangs_then_ok

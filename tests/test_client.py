@@ -40,33 +40,13 @@ from datafast_async import (
 from datafast_async._sender import Sender
 from datafast_async._transport import Request, Response
 
-from .conftest import EVENT_ID, Recorder, error, ok, until
+from ._fakes import EVENT_ID, Gate, Recorder, error, ok, until
 
 MakeClient = Callable[..., DataFast]
 
 
 def balanced(stats: Stats) -> bool:
     return stats.enqueued == stats.delivered + stats.failed + stats.queued + stats.in_flight
-
-
-class Gate:
-    """A handler that holds every request until released, counting those it holds (and the
-    most it held at once)."""
-
-    def __init__(self, answer: Callable[[Request], Response] = lambda r: ok()) -> None:
-        self.open = asyncio.Event()
-        self.waiting = 0
-        self.peak = 0
-        self.answer = answer
-
-    async def __call__(self, request: Request) -> Response:
-        self.waiting += 1
-        self.peak = max(self.peak, self.waiting)
-        try:
-            await self.open.wait()
-        finally:
-            self.waiting -= 1
-        return self.answer(request)
 
 
 @pytest.fixture

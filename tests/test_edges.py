@@ -28,7 +28,7 @@ from datafast_async._queue import RequestQueue as GoalQueue
 from datafast_async._transport import Request, Response
 from datafast_async.testing import ThreadedFakeDataFast
 
-from .conftest import Recorder, error, ok, until
+from ._fakes import Recorder, error, ok, until
 
 
 def test_a_queue_closed_to_intake_refuses_offers_atomically() -> None:

@@ -30,9 +30,9 @@ from datafast_async import (
 )
 from datafast_async.testing import FakeDataFast, ThreadedFakeDataFast
 
-pytestmark = pytest.mark.integration
+from ._fakes import NO_WAIT
 
-NO_WAIT = RetryPolicy(initial_delay=0.0, max_delay=0.0)
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from datafast_async import (
 from datafast_async._delivery import Delivery
 from datafast_async._transport import MockTransport, Request, Response
 
-from .conftest import balances, counting_settles, error, ok, until
+from ._fakes import balances, counting_settles, error, ok, until
 
 MAX_QUEUE = 3
 POLICY = RetryPolicy(max_attempts=3, initial_delay=0.0, max_delay=0.0)

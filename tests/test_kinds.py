@@ -9,7 +9,7 @@ from datafast_async import DataFast, Delivery, Goal, GoalResult, Stats
 from datafast_async._kinds import GOALS, KINDS, by_name, for_path, for_value
 from datafast_async._models import KindStats
 
-from .conftest import Recorder, balances, error, ok
+from ._fakes import Recorder, balances, error, ok
 
 
 def test_each_kind_is_found_by_name_by_path_and_by_value() -> None:

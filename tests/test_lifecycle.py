@@ -12,9 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from datafast_async import ClientClosedError, DataFast, Stats
-from datafast_async._transport import Request, Response
 
-from .conftest import Recorder, ok, until
+from ._fakes import Gate, Recorder, until
 
 MakeClient = Callable[..., DataFast]
 
@@ -167,12 +166,7 @@ def test_an_exit_after_aclose_says_nothing_of_pending_goals() -> None:
 async def test_repr_shows_the_run_state_from_new_to_closed_and_again(
     make_client: MakeClient, recorder: Recorder
 ) -> None:
-    release = asyncio.Event()
-
-    async def held(request: Request) -> Response:
-        await release.wait()
-        return ok()
-
+    held = Gate()
     recorder.answer = held
     df = make_client()
     assert "state='new'" in repr(df)
@@ -185,7 +179,7 @@ async def test_repr_shows_the_run_state_from_new_to_closed_and_again(
     with pytest.raises(ClientClosedError):
         df.track_nowait("v", "refused while closing")
     assert not closing.done()
-    release.set()
+    held.open.set()
     assert await closing == Stats(enqueued=1, delivered=1)
     assert "state='closed'" in repr(df)
     assert delivery.result is not None

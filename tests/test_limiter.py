@@ -13,7 +13,7 @@ from datafast_async import DataFast, ShutdownError, Stats
 from datafast_async._limiter import Limiter
 from datafast_async._transport import Request, Response
 
-from .conftest import Recorder, error, ok
+from ._fakes import Recorder, error, ok
 
 MakeClient = Callable[..., DataFast]
 

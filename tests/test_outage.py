@@ -12,7 +12,7 @@ from datafast_async import DataFast, QueueFullError, RetryPolicy, TransportError
 from datafast_async._delivery import Delivery
 from datafast_async._transport import MockTransport, Request, Response
 
-from .conftest import balances, ok, until
+from ._fakes import balances, ok, until
 
 OFFERED = 20_000
 MAX_QUEUE = 1_000

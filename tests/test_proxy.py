@@ -15,12 +15,12 @@ from datafast_async import APIError, DataFast, RetryPolicy, Stats, TransportErro
 from datafast_async._transport import proxy_for
 from datafast_async.testing import FakeDataFast
 
+from ._fakes import NO_WAIT
 from ._netservers import Certificates, ForwardProxy, free_port
 
 pytestmark = pytest.mark.integration
 
 KEY = "df_proxytest_0123456789SECRETKEY4321"
-NO_WAIT = RetryPolicy(initial_delay=0.0, max_delay=0.0)
 USER, PASSWORD = "proxyuser", "pr0xy:p@ss/word"  # characters that must be %-encoded in a URL
 PASSWORD_IN_URL = "pr0xy%3Ap%40ss%2Fword"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -22,8 +22,8 @@ import pytest
 from datafast_async import DataFast, DataFastError, RetryPolicy, ShutdownError, TransportError
 from datafast_async._transport import MockTransport, Request, Response
 
-from ._fakes import API, FAST_SPOOL, KEY, VISITOR, track
-from .conftest import balances, error, until
+from ._fakes import API, FAST_SPOOL, VISITOR, balances, error, track, until
+from ._fakes import SPOOL_KEY as KEY
 
 # Retries that wait longer than any deadline here: goals sit in the retry schedule.
 PATIENT = RetryPolicy(max_attempts=6, initial_delay=30.0, max_delay=30.0)

@@ -29,18 +29,21 @@ from datafast_async._spool import Journal
 
 from ._fakes import (
     API,
-    KEY,
-    OTHER_KEY,
-    client,
+    SPOOL_KEY,
+    balances,
     journal_of,
     messages,
     on_disk,
     pending_ids,
     read_dir,
     records_in,
+    spool_client,
     track,
+    until,
 )
-from .conftest import balances, until
+
+KEY = SPOOL_KEY
+OTHER_KEY = "df_some_other_key_5b8d0e44"
 
 
 class Sampler:
@@ -83,7 +86,7 @@ async def test_the_ledger_balances_while_goals_flow_overflow_park_and_come_back(
     parked behind an API that is down, and are read back and delivered once it is up; the
     queue never holds more than 20."""
     api = API("down")
-    df = client(tmp_path, api, max_queue_size=20)
+    df = spool_client(tmp_path, api, max_queue_size=20)
     await df.start()
     seen: list[Stats] = []
     with Sampler(df) as sampler:
@@ -128,7 +131,7 @@ async def test_goals_undelivered_at_the_deadline_stay_in_the_spool_for_the_next_
     them, each once."""
     failures: list[object] = []
     api = API(mode)
-    df = client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
+    df = spool_client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
     await df.start()
     deliveries = track(df, 0, 25)
     if mode == "hold":
@@ -148,7 +151,7 @@ async def test_goals_undelivered_at_the_deadline_stay_in_the_spool_for_the_next_
     assert "kept in the spool" in kept[0]
 
     api2 = API("up")
-    again = client(tmp_path, api2, max_queue_size=10)
+    again = spool_client(tmp_path, api2, max_queue_size=10)
     await again.start()
     assert await again.flush(timeout=10) is True
     stats = await again.aclose()
@@ -170,7 +173,7 @@ async def test_goals_wait_on_disk_behind_an_api_that_refuses_or_stays_down(
     circuit and every goal is delivered once."""
     failures: list[object] = []
     api = API(mode)
-    df = client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
+    df = spool_client(tmp_path, api, max_queue_size=10, on_failure=lambda g, e: failures.append(e))
     await df.start()
     deliveries = track(df, 0, 40)
     assert await df.flush(timeout=10) is False
@@ -201,7 +204,7 @@ async def test_goals_beyond_the_queue_and_a_full_spool_are_dropped_with_a_warnin
     the spool; the rest are refused: Stats.dropped, their Delivery settled with
     QueueFullError (on_full="drop"), one WARNING; none of the accepted ones is lost."""
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=5, spool_max_bytes=6_000)
+    df = spool_client(tmp_path, api, max_queue_size=5, spool_max_bytes=6_000)
     await df.start()
     deliveries = track(df, 0, 100)
     stats = df.stats()
@@ -232,7 +235,7 @@ async def test_a_directory_that_cannot_be_created_is_one_error_and_goals_go_from
     blocker = tmp_path / "a-file"
     await anyio.to_thread.run_sync(blocker.write_bytes, b"not a directory")
     api = API("up")
-    df = client(blocker / "spool", api, max_queue_size=50)
+    df = spool_client(blocker / "spool", api, max_queue_size=50)
     await df.start()
     deliveries = track(df, 0, 30)
     assert await df.flush(timeout=5) is True
@@ -253,7 +256,7 @@ async def test_a_read_only_directory_is_one_error_and_goals_go_from_memory(
     spool = tmp_path / "ro"
     spool.mkdir(mode=0o500)
     api = API("up")
-    df = client(spool, api)
+    df = spool_client(spool, api)
     await df.start()
     track(df, 0, 10)
     assert await df.flush(timeout=5) is True
@@ -267,9 +270,12 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
 ) -> None:
     """ENOSPC on the journal's writes: one WARNING, journal.faults counts it, the goals
     accepted meanwhile are delivered from memory; once writes work again one WARNING more,
-    and goals are journaled again."""
+    and goals are journaled again.
+
+    The writer thread turns journaling off or on, then logs its WARNING: the test waits for
+    both (the state alone raced the log line on a busy machine)."""
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=50)
+    df = spool_client(tmp_path, api, max_queue_size=50)
     await df.start()
     journal = journal_of(df)
     real_write = os.write
@@ -283,7 +289,13 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
 
     monkeypatch.setattr(os, "write", write)
     deliveries = track(df, 0, 10)
-    await until(lambda: journal.faults.get("write") == 1, timeout=5)
+    await until(
+        lambda: (
+            journal.faults.get("write") == 1
+            and any("cannot be written" in m for m in messages(caplog))
+        ),
+        timeout=5,
+    )
     assert not journal.journaling
     deliveries += track(df, 10, 10)  # memory only while the disk is full
     api.release("up")
@@ -293,7 +305,10 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
     assert len(full_lines) == 1, full_lines
     assert "No space left on device" in full_lines[0]
     full = False
-    await until(lambda: journal.journaling, timeout=5)
+    await until(
+        lambda: journal.journaling and any("is written again" in m for m in messages(caplog)),
+        timeout=5,
+    )
     assert [m for m in messages(caplog) if "is written again" in m] == [
         f"the spool at {tmp_path} is written again"
     ]
@@ -310,7 +325,7 @@ async def test_a_full_disk_is_one_warning_goals_go_from_memory_then_one_when_it_
 async def _leave_goals(path: Path, count: int, key: str = KEY) -> None:
     """A run that ends with ``count`` goals kept in the spool (the API not answering)."""
     api = API("hold")
-    df = client(path, api, api_key=key, max_queue_size=count)
+    df = spool_client(path, api, api_key=key, max_queue_size=count)
     await df.start()
     track(df, 0, count)
     await until(lambda: api.requests > 0)
@@ -332,7 +347,7 @@ async def test_torn_and_garbage_lines_left_by_an_earlier_run_are_skipped_with_on
     await anyio.to_thread.run_sync(damage)
     caplog.clear()
     api = API("up")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await df.start()
     assert await df.flush(timeout=5) is True
     journal = journal_of(df)
@@ -349,7 +364,7 @@ async def test_a_file_deleted_under_a_running_client_is_journaled_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=50)
+    df = spool_client(tmp_path, api, max_queue_size=50)
     await df.start()
     track(df, 0, 8)
     await until(lambda: len(pending_ids(read_dir(tmp_path))) == 8, timeout=5)
@@ -393,7 +408,7 @@ async def test_files_of_another_key_are_left_alone_with_one_warning(
     theirs = await on_disk(tmp_path)
     caplog.clear()
     api = API("up")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await df.start()
     track(df, 100, 3)
     assert await df.flush(timeout=5) is True
@@ -415,7 +430,7 @@ async def test_a_goal_settled_before_the_writer_reached_it_is_never_written(
     """With the writer under the test's control (background=False), a goal delivered before
     the journal's next step leaves no record; one still in flight at that step does."""
     api = API("up")
-    df = client(tmp_path, api, _spool_options={"background": False})
+    df = spool_client(tmp_path, api, _spool_options={"background": False})
     await df.start()
     journal = journal_of(df)
     track(df, 0, 3)
@@ -438,7 +453,7 @@ async def test_goals_tracked_from_another_thread_are_journaled_and_delivered_onc
     tmp_path: Path,
 ) -> None:
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=10)
+    df = spool_client(tmp_path, api, max_queue_size=10)
     await df.start()
     await anyio.to_thread.run_sync(track, df, 0, 200)
     stats = df.stats()
@@ -457,7 +472,7 @@ async def test_goals_tracked_before_start_are_journaled_once_it_starts(tmp_path:
     """track_nowait from a thread before any loop runs the client, then start(): the goals
     that waited in memory are journaled too (a crash now would not lose them)."""
     api = API("hold")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await anyio.to_thread.run_sync(track, df, 0, 5)
     await df.start()
     await until(lambda: len(pending_ids(read_dir(tmp_path))) == 5, timeout=5)
@@ -470,7 +485,7 @@ async def test_a_lazy_start_with_a_spool_journals_and_delivers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=5)
+    df = spool_client(tmp_path, api, max_queue_size=5)
     deliveries = track(df, 0, 20)  # no start(): the first goal starts the client
     assert [m for m in messages(caplog) if "started lazily" in m]
     assert not any(d.done() for d in deliveries)
@@ -488,11 +503,11 @@ _FORK_SCRIPT = """
 import asyncio, fcntl, os, sys
 from datafast_async import DataFast
 from datafast_async._transport import MockTransport, Response
-from tests._fakes import API, client, track
+from tests._fakes import API, spool_client, track
 
 async def main(path):
     api = API("hold")
-    df = client(path, api)
+    df = spool_client(path, api)
     await df.start()
     track(df, 0, 5)
     journal = df._run.spool.journal
@@ -552,7 +567,7 @@ async def test_goals_spilled_to_disk_after_a_takeover_are_read_back_too(tmp_path
     they are read back after the taken-over ones (not left on disk, pending for ever)."""
     await _leave_goals(tmp_path, 3)
     api = API("hold")
-    df = client(tmp_path, api, max_queue_size=3)
+    df = spool_client(tmp_path, api, max_queue_size=3)
     await df.start()
     assert df.stats().spooled == 3
     track(df, 100, 10)  # behind the 3 on disk: onto disk too
@@ -583,7 +598,7 @@ async def test_start_does_not_wait_long_for_a_large_spool_and_flush_waits_for_it
 
     monkeypatch.setattr(Journal, "open", slow_open)
     api = API("up")
-    df = client(tmp_path, api)
+    df = spool_client(tmp_path, api)
     await df.start()
     spool = df._run.spool
     assert spool is not None

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .test_spool_processes import KEY, VISITOR, child, client, deliver_all, free_port, server
+from ._spool_processes import KEY, VISITOR, child, client, deliver_all, free_port, server
 
 pytestmark = [
     pytest.mark.integration,

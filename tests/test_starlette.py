@@ -40,7 +40,7 @@ from datafast_async.starlette import (
 )
 from datafast_async.testing import ThreadedFakeDataFast
 
-from .conftest import Recorder, ok
+from ._fakes import Recorder, ok
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
 COOKIE = {"cookie": f"{VISITOR_COOKIE}=v_123"}

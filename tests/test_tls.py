@@ -21,12 +21,12 @@ import pytest
 from datafast_async import ConfigurationError, DataFast, RetryPolicy, Stats, TransportError
 from datafast_async.testing import FakeDataFast, ThreadedFakeDataFast
 
+from ._fakes import NO_WAIT
 from ._netservers import Certificates
 
 pytestmark = pytest.mark.integration
 
 KEY = "df_tlstest_0123456789SECRETKEY4321"
-NO_WAIT = RetryPolicy(initial_delay=0.0, max_delay=0.0)
 _SUBPROCESS_TIMEOUT = 60.0
 
 

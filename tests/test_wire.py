@@ -24,7 +24,7 @@ from datafast_async._kinds.goals import encode_goal, read_result
 from datafast_async._outcome import outcome_of, parse_retry_after
 from datafast_async._transport import Response
 
-from .conftest import EVENT_ID, error, ok
+from ._fakes import EVENT_ID, error, ok
 
 
 def decode_response(response: Response) -> GoalResult | APIError:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from datafast_async import DataFast
 from datafast_async._run import NO_LOOP, RunState
 
-from ._fakes import API, VISITOR, client
+from ._fakes import API, VISITOR, spool_client
 
 Op = tuple[str, int]
 OPS = st.lists(
@@ -81,7 +81,7 @@ async def scenario(path: Path, ops: list[Op]) -> None:
     async def ensure() -> DataFast:
         nonlocal df
         if df is None:
-            df = client(path, api, max_queue_size=3, _spool_options={"background": False})
+            df = spool_client(path, api, max_queue_size=3, _spool_options={"background": False})
             await df.start()
         return df
 
