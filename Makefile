@@ -34,7 +34,7 @@ test: $(VENV)/.test-installed
 demo: $(VENV)/.demo-installed
 	$(BIN)/datafast-async demo
 
-## ruff (with its ASYNC rules) and mypy --strict on the package.
+## ruff (with its ASYNC rules) and mypy --strict on the package and its tests.
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check datafast_async tests examples benchmarks
 	$(BIN)/ruff format --check datafast_async tests examples benchmarks

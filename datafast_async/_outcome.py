@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
+from typing import Any
 
 from ._errors import APIError, error_for_status
 from ._kinds import Kind
@@ -44,7 +45,7 @@ _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 
 
 def outcome_of(
-    kind: Kind[object, object], status: int, body: bytes, reason: str, headers: Mapping[str, str]
+    kind: Kind[Any, Any], status: int, body: bytes, reason: str, headers: Mapping[str, str]
 ) -> bytes | APIError:
     """What an answer to a request of ``kind`` means: its body for DataFast's success answer
     for that endpoint (the kind reads its result from it when somebody asks), the matching

@@ -147,7 +147,7 @@ def counting_settles() -> Iterator[Counter[int]]:
     counts: Counter[int] = Counter()
     settle = Delivery._settle
 
-    def counting(self: Delivery, outcome: Any) -> bool:
+    def counting(self: Delivery[Any], outcome: Any) -> bool:
         counts[id(self)] += 1
         return settle(self, outcome)
 

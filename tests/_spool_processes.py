@@ -56,7 +56,7 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     if not box or not box[0]:
-        raise AssertionError(f"no line from {process.args} in {timeout} s")
+        raise AssertionError(f"no line from {process.args!r} in {timeout} s")
     return box[0]
 
 

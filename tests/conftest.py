@@ -8,6 +8,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any, ClassVar
 
 import blockbuster.blockbuster
@@ -61,7 +62,7 @@ _GUARD_FILES = {os.path.abspath(blockbuster.blockbuster.__file__), os.path.abspa
 def _an_own_short_lock(lock: Any, *args: Any, **kwargs: Any) -> bool:
     """Whether ``lock.acquire()`` was called by the package's own code (its testing package
     aside) on the lock of the object whose method called it (``self._lock``)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename in _GUARD_FILES:
         frame = frame.f_back
     if frame is None:

@@ -164,7 +164,7 @@ async def test_429s_503s_and_timeouts_lower_the_limit() -> None:
         async with client(server, concurrency=64) as df:
             for i in range(2_000):
                 df.track_nowait(f"v{i}", "signup")
-            await until(lambda df=df: df.stats().concurrency_limit == 64)
+            await until(lambda df=df: df.stats().concurrency_limit == 64)  # type: ignore[misc]
             grown = df.stats().delivered
 
             def refuse(request: Request, how: object = congestion) -> Response:
@@ -174,7 +174,7 @@ async def test_429s_503s_and_timeouts_lower_the_limit() -> None:
                 return how(request)  # type: ignore[no-any-return]
 
             server.answer = refuse
-            await until(lambda df=df: df.stats().concurrency_limit < 64)
+            await until(lambda df=df: df.stats().concurrency_limit < 64)  # type: ignore[misc]
             server.answer = lambda r: ok()
             assert await df.flush(10)
         stats = df.stats()

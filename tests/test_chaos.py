@@ -211,7 +211,7 @@ async def test_every_goal_ends_once_through_every_kind_of_fault(
         _transport_factory=lambda: MockTransport(server),
     )
     watch.df = df
-    deliveries: dict[str, Delivery] = {}
+    deliveries: dict[str, Delivery[Any]] = {}
     with caplog.at_level(logging.WARNING, logger="datafast_async"):
         async with df:
             sampler = asyncio.create_task(watch.sample_forever())
@@ -377,8 +377,8 @@ class SocketChaosServer:
         if kind.startswith("slow"):
             await asyncio.sleep(SLOW)  # the client gave up long ago
         if kind in ("success", "slow-lost"):
-            body = {"status": "success", "data": [{"message": "ok", "eventId": "0" * 24}]}
-            return aiohttp.web.json_response(body)
+            success = {"status": "success", "data": [{"message": "ok", "eventId": "0" * 24}]}
+            return aiohttp.web.json_response(success)
         if kind in ("5xx", "slow"):
             status = self.random.choice(GATEWAY)
             html = f"<html><body><h1>{status} {HTTPStatus(status).phrase}</h1></body></html>"
@@ -386,7 +386,10 @@ class SocketChaosServer:
         if kind == "portal":
             return aiohttp.web.Response(text=PORTAL.body.decode(), content_type="text/html")
         status = int(kind)
-        body = {"status": "error", "error": {"code": status, "message": f"refused ({kind})"}}
+        body: dict[str, object] = {
+            "status": "error",
+            "error": {"code": status, "message": f"refused ({kind})"},
+        }
         headers = {"Retry-After": "0"} if status == 429 else None
         return aiohttp.web.json_response(body, status=status, headers=headers)
 
@@ -426,7 +429,7 @@ async def test_every_goal_ends_once_through_faults_over_a_real_socket(
         on_failure=watch.on_failure,
     )
     watch.df = df
-    deliveries: dict[str, Delivery] = {}
+    deliveries: dict[str, Delivery[Any]] = {}
     with caplog.at_level(logging.WARNING, logger="datafast_async"):
         async with df:
             sampler = asyncio.create_task(watch.sample_forever())

@@ -10,6 +10,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -241,11 +242,11 @@ async def test_a_refused_probe_doubles_the_cool_down_and_an_unanswered_one_keeps
             await opener.wait(5)
         sent = 1
         for answer in (401, 503, 401, 401, 401):
-            recorder.answer = lambda request, status=answer: error(status, "still no")
+            recorder.answer = lambda request, status=answer: error(status, "still no")  # type: ignore[misc]
             await half_open(df)
             probe = df.track_nowait("v", f"probe_{answer}")
             sent += 1
-            await until(lambda sent=sent: len(recorder.bodies) == sent)
+            await until(lambda sent=sent: len(recorder.bodies) == sent)  # type: ignore[misc]
             assert circuit.state is CircuitState.OPEN
             with pytest.raises(DataFastError):
                 await probe.wait(5)
@@ -325,9 +326,9 @@ async def test_a_probe_cut_by_a_dead_worker_lets_another_goal_probe(
         recorder.answer = lambda request: ok()  # the key works again
         await half_open(df)
         original = Sender._delivered
-        died = []
+        died: list[object] = []
 
-        def die_once(self: Sender, delivery: Delivery, body: bytes) -> None:
+        def die_once(self: Sender, delivery: Delivery[Any], body: bytes) -> None:
             if not died:
                 died.append(True)
                 raise RuntimeError("a bug while the probe's answer came back")

@@ -292,7 +292,7 @@ async def test_a_worker_that_dies_of_a_bug_fails_its_goal_and_is_replaced(
     bugs: list[RuntimeError] = []
     delivered = Sender._delivered
 
-    def delivered_with_a_bug(self: Sender, delivery: Delivery, body: bytes) -> None:
+    def delivered_with_a_bug(self: Sender, delivery: Delivery[Any], body: bytes) -> None:
         if not bugs:
             bugs.append(RuntimeError("a bug in the sender"))
             raise bugs[0]

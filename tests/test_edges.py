@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from typing import Any
 
 import pytest
 
@@ -43,10 +44,10 @@ def test_a_queue_closed_to_intake_refuses_offers_atomically() -> None:
 def test_goals_from_threads_racing_aclose_are_all_settled() -> None:
     """Every Delivery a thread got back settles, and aclose()'s Stats are the final ones."""
 
-    async def one_round(fake: ThreadedFakeDataFast) -> tuple[list[Delivery], Stats, Stats]:
+    async def one_round(fake: ThreadedFakeDataFast) -> tuple[list[Delivery[Any]], Stats, Stats]:
         df = DataFast(fake.api_key, base_url=fake.base_url, shutdown_timeout=0.0)
         await df.start()
-        accepted: list[Delivery] = []
+        accepted: list[Delivery[Any]] = []
         stop = threading.Event()
 
         def pump() -> None:
@@ -81,7 +82,7 @@ def test_goals_from_threads_racing_aclose_are_all_settled() -> None:
 
 def test_an_owner_cancelled_by_asyncio_run_still_delivers_within_the_deadline() -> None:
     """asyncio.run() cancels the owner and the workers in one sweep; aclose() still delivers."""
-    deliveries: list[Delivery] = []
+    deliveries: list[Delivery[Any]] = []
 
     with ThreadedFakeDataFast() as fake:
 
@@ -200,10 +201,10 @@ def test_start_after_a_loop_died_during_aclose() -> None:
 
 
 def test_delivery_wait_from_other_threads_never_misses_its_wake_up() -> None:
-    deliveries = [Delivery(Goal("v", "x")) for _ in range(300)]
+    deliveries: list[Delivery[Any]] = [Delivery(Goal("v", "x")) for _ in range(300)]
     results: list[object] = []
 
-    def waiter(delivery: Delivery) -> None:
+    def waiter(delivery: Delivery[Any]) -> None:
         async def wait() -> None:
             results.append(await delivery.wait(timeout=5))
 
@@ -220,12 +221,13 @@ def test_delivery_wait_from_other_threads_never_misses_its_wake_up() -> None:
 async def test_push_front_does_not_let_flush_return_early() -> None:
     loop = asyncio.get_running_loop()
     queue = GoalQueue(10)
-    a, b = Delivery(Goal("v", "a")), Delivery(Goal("v", "b"))
+    a: Delivery[Any] = Delivery(Goal("v", "a"))
+    b: Delivery[Any] = Delivery(Goal("v", "b"))
     queue.offer(a)
     queue.offer(b)
     waiter = queue.flush_waiter(loop)
     assert waiter is not None
-    replayed = [Delivery(Goal("v", "r1")), Delivery(Goal("v", "r2"))]
+    replayed: list[Delivery[Any]] = [Delivery(Goal("v", "r1")), Delivery(Goal("v", "r2"))]
     queue.push_front(replayed)
     for _ in range(2):
         taken = queue.take()

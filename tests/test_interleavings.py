@@ -127,7 +127,7 @@ class Program:
             _transport_factory=lambda: MockTransport(self.api),
         )
         self.state = "new"
-        self.deliveries: dict[str, Delivery] = {}
+        self.deliveries: dict[str, Delivery[Any]] = {}
         self.reports: Counter[str] = Counter()
         self.unbalanced: list[Stats] = []
         self.goals = 0
@@ -153,7 +153,7 @@ class Program:
         self.api.scripts[visitor] = script
         return visitor
 
-    def accepted(self, visitor: str, delivery: Delivery) -> None:
+    def accepted(self, visitor: str, delivery: Delivery[Any]) -> None:
         self.deliveries[visitor] = delivery
         self.outcomes[visitor] = "accepted"
         if self.state == "new":
@@ -380,7 +380,7 @@ async def test_an_owner_cancelled_inside_async_with_still_closes_and_is_cancelle
     included), even when cancelled again, before the owner's task ends cancelled."""
     api = ScriptedAPI()
     df = held_client(api, concurrency=1, shutdown_timeout=30)
-    deliveries: list[Delivery] = []
+    deliveries: list[Delivery[Any]] = []
     entered = asyncio.Event()
 
     async def owner() -> None:
@@ -450,7 +450,7 @@ def test_a_loop_that_ends_with_goals_in_flight_reports_every_one() -> None:
         concurrency=2,
         on_failure=lambda goal, error: failures.setdefault(goal.visitor_id, error),
     )
-    deliveries: dict[str, Delivery] = {}
+    deliveries: dict[str, Delivery[Any]] = {}
 
     async def main() -> None:
         for i in range(5):

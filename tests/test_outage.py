@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import tracemalloc
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ async def test_an_outage_holds_a_bounded_number_of_goals_and_memory_does_not_gro
         retry=OUTAGE_POLICY,
         _transport_factory=lambda: MockTransport(api),
     )
-    accepted: list[Delivery] = []
+    accepted: list[Delivery[Any]] = []
     refused = 0
     tracemalloc.start()
     try:

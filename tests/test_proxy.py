@@ -223,7 +223,9 @@ async def test_a_proxy_that_answers_407_fails_the_goals_after_a_handful_of_tunne
     assert stats == Stats(enqueued=200, failed=200)
     assert len(failures) == 200
     assert all(isinstance(d.error, TransportError) for d in deliveries)
-    assert all("407" in str(d.error) and not d.error.retriable for d in deliveries)
+    assert all(
+        "407" in str(d.error) and d.error is not None and not d.error.retriable for d in deliveries
+    )
     # One CONNECT per worker that was already on its way, at most; then the circuit opened.
     assert 1 <= proxy.connects <= 4
     assert proxy.refused == proxy.connects

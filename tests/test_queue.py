@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from datafast_async._delivery import Delivery
 from datafast_async._queue import RequestQueue as GoalQueue
 
 
-def make(n: int) -> list[Delivery]:
+def make(n: int) -> list[Delivery[Any]]:
     return [Delivery(Goal("v", f"g{i}")) for i in range(n)]
 
 

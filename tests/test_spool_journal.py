@@ -158,7 +158,7 @@ def test_segments_rotate_and_a_fully_acknowledged_one_is_deleted(tmp_path: Path)
     assert [goal_id for chunk in per_file for goal_id in chunk] == ids
 
     for goal_id in per_file[0] + per_file[1][:1]:
-        assert j.ack(goal_id, "delivered")
+        assert j.ack(str(goal_id), "delivered")
     assert j.flush()
     left = files(tmp_path)
     assert held[0] not in left  # every goal in it acknowledged: deleted
@@ -226,7 +226,7 @@ def test_the_cap_refuses_goals_and_leaves_room_for_their_acknowledgements(
 ) -> None:
     j = journal(tmp_path, max_bytes=2000, segment_bytes=500)
     j.open()
-    accepted = []
+    accepted: list[str] = []
     while True:
         goal_id = j.new_id()
         answer = j.append(goal_id, GOALS, body(len(accepted)))
@@ -690,7 +690,7 @@ def test_a_bug_in_a_writer_step_is_logged_once_counted_and_the_next_step_goes_on
 
     j = journal(tmp_path)
     j.open()
-    real = _journal.still_ours
+    real = _journal.still_ours  # type: ignore[attr-defined]
     monkeypatch.setattr(_journal, "still_ours", broken)
     ids = append_all(j, 2)
     assert not j.flush()

@@ -70,7 +70,7 @@ class JournalHistory(RuleBasedStateMachine):
         self._open(expect=[])
 
     def _open(self, expect: list[str] | None = None) -> list[str]:
-        journal = Journal(self.directory, NS, background=False, **self.options)  # type: ignore[arg-type]
+        journal = Journal(self.directory, NS, background=False, **self.options)
         adoption = journal.open()
         assert adoption.left == []
         assert adoption.damaged == 0

@@ -48,7 +48,7 @@ async def test_goals_kept_at_the_deadline_when_the_spool_is_full_are_not_claimed
     assert stats.spooled == len(kept)
     assert stats.failed == len(failures) == 10 - len(kept)
     on_file = pending_ids(await on_disk(tmp_path))
-    assert {d.goal.metadata["i"] for d in kept} == on_file  # type: ignore[index]
+    assert {d.goal.metadata["i"] for d in kept} == on_file
     assert 0 < len(on_file) < 10
 
     api2 = API("up")
@@ -77,7 +77,7 @@ async def test_goals_spilled_just_before_aclose_settle_with_spooled_shutdown_err
     stats = await df.aclose(timeout=0)
     assert balances(stats)
     assert stats.spooled == 20
-    pending = [d.goal.metadata["i"] for d in deliveries if not d.done()]  # type: ignore[index]
+    pending = [d.goal.metadata["i"] for d in deliveries if not d.done()]
     assert pending == []
     assert all(isinstance(d.error, ShutdownError) and d.error.spooled for d in deliveries)
     assert len(pending_ids(await on_disk(tmp_path))) == 20

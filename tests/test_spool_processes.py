@@ -161,9 +161,7 @@ async def test_two_clients_in_one_process_share_a_directory_without_sharing_a_fi
             name: client(
                 api.url,
                 tmp_path,
-                on_success=lambda goal, result, name=name: sent[name].append(
-                    goal.metadata["n"]  # type: ignore[index]
-                ),
+                on_success=lambda goal, result, name=name: sent[name].append(goal.metadata["n"]),
             )
             for name in sent
         }
@@ -175,7 +173,7 @@ async def test_two_clients_in_one_process_share_a_directory_without_sharing_a_fi
         files = {}
         for name, df in clients.items():
             journal = df._run.spool.journal  # type: ignore[union-attr]
-            await until(lambda journal=journal: bool(journal.files))
+            await until(lambda journal=journal: bool(journal.files))  # type: ignore[misc]
             files[name] = set(journal.files)
         assert not files["a"] & files["b"], files
         for df in clients.values():

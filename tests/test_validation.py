@@ -113,12 +113,12 @@ def test_a_goals_metadata_cannot_be_changed_after_validation() -> None:
         lambda m: m.__delitem__("plan"),
     ):
         with pytest.raises(TypeError, match="read-only"):
-            change(goal.metadata)
+            change(goal.metadata)  # type: ignore[no-untyped-call]
     assert goal.metadata == {"plan": "pro"}
     changed = dict(goal.metadata)  # the way to a copy that can change
     changed["tier"] = "gold"
     assert goal.metadata == {"plan": "pro"}
-    assert goal.metadata | {"tier": "gold"} == changed
+    assert {**goal.metadata, "tier": "gold"} == changed
 
 
 def test_a_goal_survives_pickling_and_copying_with_its_metadata() -> None:
@@ -305,13 +305,13 @@ class _Tricky(str):
     def __hash__(self) -> int:
         return 7
 
-    def lower(self) -> str:  # type: ignore[override]
+    def lower(self) -> str:
         return "NOT-THIS"
 
     def isascii(self) -> bool:
         return True
 
-    def encode(self, *args: object, **kwargs: object) -> bytes:  # type: ignore[override]
+    def encode(self, *args: object, **kwargs: object) -> bytes:
         return b"not-this"
 
 
@@ -356,7 +356,7 @@ def test_a_str_enum_is_sent_as_its_value_not_its_str() -> None:
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="enum.StrEnum is new in Python 3.11")
 def test_a_strenum_member_is_read_as_its_value() -> None:
-    plan = enum.StrEnum("plan", {"PRO": "Pro Plan", "KEY": "tier"})  # type: ignore[attr-defined,misc]
+    plan = enum.StrEnum("plan", {"PRO": "Pro Plan", "KEY": "tier"})  # type: ignore[attr-defined,unused-ignore]
     goal = Goal(VID, plan.PRO, metadata={plan.KEY: plan.PRO})
     assert goal == Goal(VID, "pro_plan", metadata={"tier": "Pro Plan"})
     _exact(goal)

@@ -46,11 +46,11 @@ def settled_per_step() -> Iterator[list[int]]:
         finally:
             per_step.append(current[0])
 
-    def counting(self: Delivery, outcome: Any) -> bool:
+    def counting(self: Delivery[Any], outcome: Any) -> bool:
         current[0] += 1
         return settle(self, outcome)
 
-    asyncio.events.Handle._run = counted_run  # type: ignore[method-assign]
+    asyncio.events.Handle._run = counted_run  # type: ignore[method-assign,assignment]
     Delivery._settle = counting  # type: ignore[method-assign]
     try:
         yield per_step
@@ -61,10 +61,10 @@ def settled_per_step() -> Iterator[list[int]]:
 
 async def _run(
     client: Callable[[FakeDataFast], DataFast], yield_every: int = 50
-) -> tuple[list[Delivery], list[int]]:
+) -> tuple[list[Delivery[Any]], list[int]]:
     """GOALS goals tracked, the app yielding every ``yield_every``; the deliveries, and the
     settles of each step of the loop."""
-    deliveries: list[Delivery] = []
+    deliveries: list[Delivery[Any]] = []
     with settled_per_step() as per_step:
         async with FakeDataFast() as fake, client(fake) as df:
             for i in range(GOALS):
