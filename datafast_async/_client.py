@@ -96,43 +96,24 @@ class DataFast:
         _adaptive: bool = True,
         _spool_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # fmt: off
         self._options = options = resolve_options(
-            api_key,
-            website_id,
-            base_url,
-            concurrency,
-            max_queue_size,
-            on_full,
-            timeout,
-            retry,
-            shutdown_timeout,
-            on_success,
-            on_failure,
-            enabled,
-            session,
-            ssl,
-            spool_path,
-            spool_max_bytes,
-            _transport_factory,
-            _adaptive,
-            _spool_options,
+            api_key, website_id, base_url, concurrency, max_queue_size, on_full, timeout, retry,
+            shutdown_timeout, on_success, on_failure, enabled, session, ssl, spool_path,
+            spool_max_bytes, _transport_factory, _adaptive, _spool_options,
         )
+        # fmt: on
         self._life = Life(options)
         self._intake = Intake(options, self._life)
 
-    # What tests and the command line read (or set) of a client.
     @property
-    def _run(self) -> Run:
+    def _run(self) -> Run:  # the current run (tests and the command line look at it)
         return self._life.run
 
-    @property
-    def _spool_path(self) -> str | None:
-        return self._options.spool_path
-
-    @_spool_path.setter
-    def _spool_path(self, path: str | None) -> None:
-        # Set before the client is used (the command line's import without --spool).
-        self._options.spool_path = path
+    def _without_spool(self) -> None:
+        """Ignore ``DATAFAST_SPOOL_PATH`` (the command line's import without ``--spool``);
+        before the client is used."""
+        self._options.spool_path = None
         self._life = Life(self._options)
         self._intake = Intake(self._options, self._life)
 

@@ -766,12 +766,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         # Without --spool the import keeps goals in memory only, whatever
         # DATAFAST_SPOOL_PATH says: its own bookkeeping (--failed-out, the line to resume
         # after) is what makes it resumable, and it maps goals to lines by object.
-        client._spool_path = None
+        client._without_spool()
     stream, name = _open_source(args.file)
     failed_out = None
     try:
         resume, start, hasher = None, None, None
-        if args.spool is not None and client._spool_path is not None:
+        if args.spool is not None and client._options.spool_path is not None:
             resume, start, hasher = _resume_point(client, args.spool, args.file, name, stream)
         if args.failed_out is not None:
             failed_out = _open_failed_out(args.failed_out, stream)

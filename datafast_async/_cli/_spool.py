@@ -323,7 +323,7 @@ def _replay(args: argparse.Namespace, console: Console, before: dict[str, Any]) 
         shutdown_timeout=REPLAY_GRACE,
         _spool_options={"namespace": other} if other is not None else None,
     )
-    if client._spool_path is None:
+    if client._options.spool_path is None:
         raise CLIError("--replay needs the client enabled (DATAFAST_ENABLED is off)")
     settings = client._options.settings
     assert settings.api_key is not None
