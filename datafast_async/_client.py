@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from ._config import check_positive, mask_key
-from ._delivery import Delivery, pending
+from ._delivery import Delivery
 from ._intake import Intake
 from ._kinds import GOALS, goals
 from ._models import GoalResult, Stats
@@ -172,7 +172,7 @@ class DataFast:
         """
         # Validated here, in the caller's thread; the Goal object itself is built later, and
         # only if somebody asks for it (a callback, delivery.goal).
-        delivery = pending(GOALS, goals.validate(visitor_id, name, description, metadata))
+        delivery = GOALS.pending(goals.validate(visitor_id, name, description, metadata))
         if not self._options.enabled:
             delivery._settle(_DISABLED)
             return delivery
@@ -214,7 +214,7 @@ class DataFast:
         """
         if self._options.on_full != "block":
             return self.track_nowait(visitor_id, name, description=description, metadata=metadata)
-        delivery = pending(GOALS, goals.validate(visitor_id, name, description, metadata))
+        delivery = GOALS.pending(goals.validate(visitor_id, name, description, metadata))
         if not self._options.enabled:
             delivery._settle(_DISABLED)
             return delivery

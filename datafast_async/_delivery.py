@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 
 from ._errors import DataFastError
-from ._kinds import Fields, Kind, for_value
 
 if TYPE_CHECKING:
+    from ._kinds import Fields, Kind
     from ._models import Goal
 
 __all__ = ["Delivery", "pending"]
@@ -35,10 +35,11 @@ class Delivery(Generic[R]):
     """
 
     # A plain slotted class: one is built per request on the hot path, and it is the
-    # per-request memory that a queue of 10,000 holds. It keeps the kind's validated fields
-    # (a tuple) and builds the value (``Goal``) only when somebody asks for it (a callback,
-    # ``.event``). ``_outcome`` is None, a result, a DataFastError, or the API's 2xx body
-    # (bytes), read by the kind into its result only when somebody asks; ``_waiters`` is
+    # per-request memory that a queue of 10,000 holds. Each kind has its own subclass (in its
+    # module of ``_kinds``) that keeps the kind's validated fields in slots of its own (no
+    # tuple held per request), gives them back as ``_fields``, and builds the value (``Goal``)
+    # only when somebody asks for it (a callback, ``.event``). ``_outcome`` is None, a
+    # result, a DataFastError, or the API's 2xx body (bytes), read by the kind into its result only when somebody asks; ``_waiters`` is
     # created only when somebody awaits. ``_wire`` keeps the request body once the kind
     # encoded it (with a spool: the bytes journaled are the bytes sent) and ``_spool`` the
     # request's state in the journal (``_spool.Spool``); a weak reference finds a request
@@ -46,7 +47,6 @@ class Delivery(Generic[R]):
     __slots__ = (
         "__weakref__",
         "_event",
-        "_fields",
         "_kind",
         "_outcome",
         "_spool",
@@ -56,24 +56,31 @@ class Delivery(Generic[R]):
 
     if TYPE_CHECKING:
         _kind: Kind[Any, R]
-        _fields: Fields
         _event: object
         _outcome: object
         _waiters: list[asyncio.Future[None]] | None
         _wire: bytes | None
         _spool: object
 
-    def __init__(self, event: object) -> None:
+    def __new__(cls, event: object) -> Delivery[Any]:
+        """A new, unsettled ``Delivery`` for a validated value (a ``Goal``, ...): of its
+        kind's own subclass."""
+        from ._kinds import for_value
+
         kind = for_value(event)
         if kind is None:
             raise TypeError(f"no kind of request takes a {type(event).__name__}")
-        self._kind = kind  # type: ignore[assignment]  # the kind of this event
-        self._fields = kind.fields_of(event)
-        self._event = event
-        self._outcome = None
-        self._waiters = None
-        self._wire = None
-        self._spool = None
+        delivery = kind.pending(kind.fields_of(event))
+        delivery._event = event
+        return delivery
+
+    def __init__(self, event: object) -> None:
+        pass  # built by __new__
+
+    @property
+    def _fields(self) -> Fields:
+        """The kind's validated fields (its subclass keeps them)."""
+        raise NotImplementedError
 
     @property
     def kind(self) -> str:
@@ -192,7 +199,6 @@ class Delivery(Generic[R]):
         return True
 
 
-_new_delivery = object.__new__
 # Guards the lazy building of a Delivery's value and result (rare, never on the hot path).
 _build_lock = threading.Lock()
 
@@ -204,17 +210,9 @@ def after_fork() -> None:
 
 
 def pending(kind: Kind[Any, R], fields: Fields) -> Delivery[R]:
-    """A new, unsettled ``Delivery`` for fields that the kind's validator returned (the hot
-    path: no value is built until somebody asks for it)."""
-    delivery: Delivery[R] = _new_delivery(Delivery)
-    delivery._kind = kind
-    delivery._fields = fields
-    delivery._event = None
-    delivery._outcome = None
-    delivery._waiters = None
-    delivery._wire = None
-    delivery._spool = None
-    return delivery
+    """A new, unsettled ``Delivery`` for fields that the kind's validator returned (no value
+    is built until somebody asks for it)."""
+    return kind.pending(fields)
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -11,7 +11,10 @@ instance; ``_kinds`` keeps the registry, by name and by path.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from .._delivery import Delivery
 
 __all__ = ["Fields", "Kind"]
 
@@ -44,6 +47,10 @@ class Kind(abc.ABC, Generic[E, R]):
     goal_alias: ClassVar[bool] = False
     #: Its place in the registry (set by ``_kinds``): the ledger counts by it.
     index: int = -1
+
+    @abc.abstractmethod
+    def pending(self, fields: Fields) -> Delivery[R]:
+        """A new, unsettled ``Delivery`` of this kind's own subclass, holding ``fields``."""
 
     @abc.abstractmethod
     def build(self, fields: Fields) -> E:
