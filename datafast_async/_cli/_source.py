@@ -39,6 +39,7 @@ class LineSource:
         self._queue: asyncio.Queue[list[bytes] | BaseException] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done = False
+        self._thread: threading.Thread | None = None
 
     @property
     def size(self) -> int | None:
@@ -53,7 +54,12 @@ class LineSource:
         """Start the reading thread (in the running loop)."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
-        threading.Thread(target=self._pump, name="datafast-import-reader", daemon=True).start()
+        # Owned here; it ends at the end of the input. A read blocked on a pipe cannot be
+        # interrupted, so it is a daemon: on Ctrl-C the process exits without waiting for it.
+        self._thread = threading.Thread(
+            target=self._pump, name="datafast-import-reader", daemon=True
+        )
+        self._thread.start()
 
     async def next_chunk(self) -> list[bytes]:
         """The next chunk of lines; an empty list at the end of the input.
