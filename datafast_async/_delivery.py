@@ -40,10 +40,11 @@ class Delivery(Generic[R]):
     # tuple held per request), gives them back as ``_fields``, and builds the value (``Goal``)
     # only when somebody asks for it (a callback, ``.event``). ``_outcome`` is None, a
     # result, a DataFastError, or the API's 2xx body (bytes), read by the kind into its
-    # result only when somebody asks; ``_waiters`` is created only when somebody awaits. ``_wire`` keeps the request body once the kind
-    # encoded it (with a spool: the bytes journaled are the bytes sent) and ``_spool`` the
-    # request's state in the journal (``_spool.Spool``); a weak reference finds a request
-    # the app still holds when it comes back from disk.
+    # result only when somebody asks; ``_waiters`` is created only when somebody awaits.
+    # ``_wire`` keeps the request body once the kind encoded it (with a spool: the bytes
+    # journaled are the bytes sent) and ``_spool`` the request's state in the journal
+    # (``_spool.RunSpool``); a weak reference finds a request the app still holds when it
+    # comes back from disk.
     __slots__ = (
         "__weakref__",
         "_event",
