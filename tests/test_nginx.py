@@ -160,7 +160,7 @@ async def test_goals_through_nginx_end_once_while_upstream_and_nginx_fail(
             settings = df._options.settings
             transport = Witness(
                 AiohttpTransport(
-                    settings.url, settings.headers, timeout=3.0, concurrency=CONCURRENCY
+                    settings.base_url, settings.headers, timeout=3.0, concurrency=CONCURRENCY
                 )
             )
             witnesses.append(transport)
