@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -176,6 +177,11 @@ class Reporter:
         self._tasks: set[asyncio.Task[object]] = set()
         self.failure_log = FailureLog()
         self.async_allowed = True
+        #: ``time.monotonic()`` past which callbacks are no longer called (the shutdown's
+        #: grace has run out): each request still settles, and ``said_skipped`` says how many
+        #: callbacks were left out, in one ERROR.
+        self.cutoff = math.inf
+        self._skipped = 0
 
     def delivered(self, event: object, result: object) -> None:
         if self._on_success is not None:
@@ -191,6 +197,9 @@ class Reporter:
             self._call(self._on_failure, delivery.event, error)
 
     def _call(self, callback: Callable[[Any, Any], object], event: object, arg: object) -> None:
+        if self.cutoff is not math.inf and time.monotonic() > self.cutoff:
+            self._skipped += 1
+            return
         try:
             returned = callback(event, arg)
         except Exception:
@@ -210,6 +219,17 @@ class Reporter:
             task: asyncio.Task[object] = asyncio.ensure_future(_run(callback, returned))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def said_skipped(self) -> None:
+        """One ERROR for the callbacks left out past the shutdown's grace, if any."""
+        if self._skipped:
+            logger.error(
+                "%d on_success/on_failure callbacks were not called: the shutdown's deadline "
+                "and its grace had passed (slow synchronous callbacks hold aclose(); their "
+                "requests settled all the same, each Delivery with its outcome)",
+                self._skipped,
+            )
+            self._skipped = 0
 
     async def aclose(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for async callbacks, then cancel the rest."""

@@ -60,6 +60,9 @@ _STOP_WAIT = 0.25
 # The least each later step gets, even when the grace is spent (a step that needs no time
 # returns at once).
 _STEP_FLOOR = 0.05
+# What the grace keeps back from async callbacks (their cancellation's wait, the session's
+# close), so that the whole of aclose() stays within it.
+_CALLBACK_RESERVE = 0.2
 _ORPHAN_CLOSE_TIMEOUT = 1.0  # seconds to close the session while the loop is ending
 _EXIT_JOIN = 2.0  # seconds the process's exit waits for a spool closing in a thread
 NO_LOOP = object()  # a run's intake while it accepts nothing
@@ -199,6 +202,9 @@ class Run:
                         await asyncio.wait((drained,), timeout=remaining)
                 finally:
                     queue.discard_flush_waiter(drained)
+            # Callbacks called from here on (each request's fate at the deadline) stop being
+            # called once the grace runs out: a slow synchronous one cannot hold aclose().
+            reporter.cutoff = time.monotonic() + (end - loop.time()) - _CALLBACK_RESERVE
             await sender.stop(min(_STOP_WAIT, left()))
             reason = _deadline_reason(seconds)
             sender.abandon_all(reason)
@@ -214,7 +220,8 @@ class Run:
             queue.release_flush_waiters(False)
             # Async callbacks get the time left before the deadline, and at least what is
             # left of the grace.
-            await reporter.aclose(max(deadline - loop.time(), left()))
+            await reporter.aclose(max(deadline - loop.time(), left()) - _CALLBACK_RESERVE)
+            reporter.said_skipped()
             reporter.failure_log.summarise_all()
             self.drops.at_close(queue.snapshot().dropped)
             with anyio.move_on_after(left()) as scope:

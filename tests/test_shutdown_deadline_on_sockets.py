@@ -250,6 +250,22 @@ def describe(errors: list[DataFastError | None]) -> Counter[str]:
     )
 
 
+# Requests whose connection attempt was still under way when the deadline cut it: the SDK
+# cannot tell whether such a request left, so it flags them maybe_delivered (at most one per
+# slot of the limit).
+CUT_AT_MOST = 64
+
+
+def assert_flags(errors: list[ShutdownError], maybe_delivered: bool) -> None:
+    """Every error's ``maybe_delivered`` is ``maybe_delivered``; where that is ``False``, the
+    few requests cut while connecting may say ``True``."""
+    flags = [e.maybe_delivered for e in errors]
+    if maybe_delivered:
+        assert all(flags), flags
+    else:
+        assert sum(flags) <= CUT_AT_MOST, flags
+
+
 def assert_kept(
     deliveries: list[Delivery[Any]],
     seen: Seen,
@@ -264,9 +280,7 @@ def assert_kept(
     kept = [e for e in errors if isinstance(e, ShutdownError) and e.spooled]
     assert len(kept) == len(deliveries), f"not all kept in the spool: {describe(errors)}"
     if maybe_delivered is not None:
-        assert all(e.maybe_delivered is maybe_delivered for e in kept), [
-            e.maybe_delivered for e in kept
-        ]
+        assert_flags(kept, maybe_delivered)
     called = Counter(type(e).__name__ for _, e in seen.failures)
     assert not seen.failures, f"on_failure was called for goals kept in the spool: {called}"
     assert stats.spooled == len(deliveries), stats
@@ -289,9 +303,7 @@ def assert_failed_at_deadline(
     errors = [d.error for d in deliveries]
     assert all(isinstance(e, ShutdownError) and not e.spooled for e in errors), describe(errors)
     if maybe_delivered is not None:
-        assert all(
-            isinstance(e, ShutdownError) and e.maybe_delivered is maybe_delivered for e in errors
-        ), [getattr(e, "maybe_delivered", None) for e in errors]
+        assert_flags([e for e in errors if isinstance(e, ShutdownError)], maybe_delivered)
     reported = Counter(i for i, e in seen.failures if isinstance(e, ShutdownError))
     assert reported == Counter(ids_of(deliveries)), (
         f"on_failure: {sum(reported.values())} ShutdownError calls for {len(deliveries)} goals"
@@ -404,7 +416,11 @@ async def test_goals_waiting_to_retry_a_refused_connection_with_the_default_poli
     spool = spool_dir(tmp_path, spooled)
     seen = Seen()
     with refusing_url() as url:
-        df = client(url, seen, spool)  # the default RetryPolicy
+        # The default backoff. Without a spool, enough attempts that no goal can use them all
+        # up within the second (with 6, a lucky draw of the jitter sometimes does, and that
+        # goal then fails with its own TransportError, rightly, before the deadline).
+        policy = None if spooled else RetryPolicy(max_attempts=1000)
+        df = client(url, seen, spool, retry=policy)
         await df.start()
         deliveries = track(df, "refused", total)
         await eventually(lambda: df.stats().queued == 0 and df.stats().retries > 0)
