@@ -14,6 +14,7 @@ from ._errors import (
     ClientClosedError,
     ConfigurationError,
     DataFastError,
+    NotFoundError,
     PermissionDeniedError,
     QueueFullError,
     RateLimitError,
@@ -23,7 +24,10 @@ from ._errors import (
     ValidationError,
     VisitorNotFoundError,
 )
-from ._models import Goal, GoalResult, Stats
+from ._kinds.deletes import DeleteResult
+from ._kinds.identify import Identify, IdentifyResult
+from ._kinds.payments import Payment, PaymentResult
+from ._models import Goal, GoalResult, KindStats, Stats
 from ._retry import RetryPolicy
 from ._version import __version__
 
@@ -35,9 +39,16 @@ __all__ = [
     "ConfigurationError",
     "DataFast",
     "DataFastError",
+    "DeleteResult",
     "Delivery",
     "Goal",
     "GoalResult",
+    "Identify",
+    "IdentifyResult",
+    "KindStats",
+    "NotFoundError",
+    "Payment",
+    "PaymentResult",
     "PermissionDeniedError",
     "QueueFullError",
     "RateLimitError",

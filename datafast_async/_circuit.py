@@ -9,6 +9,10 @@ requests arriving meanwhile wait for its answer. DataFast's own answer closes th
 same kind of answer opens it again for twice as long (up to the policy's maximum); no answer
 at all (a network error, a 5xx, a 429) opens it again for the same time.
 
+A 403 is an endpoint's own (a ``dft_`` token may lack ``payments:write`` and hold
+``goals:write``): it opens the circuit of that endpoint only (``scope``), and the other kinds
+of request go on; each endpoint's circuit probes its own endpoint.
+
 This module keeps the state and says what happened in the logs; the sender acts on it.
 """
 
@@ -38,9 +42,17 @@ class Circuit:
     """The breaker of one sender (in the client's loop)."""
 
     def __init__(
-        self, policy: RetryPolicy, loop: asyncio.AbstractEventLoop, *, keeps: bool = False
+        self,
+        policy: RetryPolicy,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        keeps: bool = False,
+        scope: str | None = None,
     ) -> None:
         self._policy = policy
+        #: ``None``: the client's circuit, for every request; else the endpoint's (``"POST
+        #: /api/v1/payments"``), opened by a 403 of that endpoint only.
+        self.scope = scope
         #: With a spool, goals wait on disk while the circuit is open instead of failing.
         self.keeps = keeps
         self._loop = loop
@@ -71,7 +83,19 @@ class Circuit:
         """An answer every request would get: open (or, after a probe, open again).
         ``down``: with a spool, goals ran out of attempts on errors that may pass."""
         was = self.state
-        if was is CircuitState.CLOSED and self.keeps:
+        if was is CircuitState.CLOSED and self.scope is not None:
+            self._cooldown = self._policy.circuit_cooldown
+            logger.error(
+                "%s refuses every request (%s): its requests are not sent (the %d waiting and "
+                "every new one %s); other endpoints go on; a probe in %g s",
+                self.scope,
+                error,
+                queued,
+                "wait, kept in the spool" if self.keeps else "fail at once with this error",
+                self._cooldown,
+                extra=_EVENT,
+            )
+        elif was is CircuitState.CLOSED and self.keeps:
             self._cooldown = self._policy.circuit_cooldown
             logger.error(
                 "%s (%s): the sender stops sending; the %d goals waiting and every new one "
@@ -127,7 +151,15 @@ class Circuit:
         """DataFast answered a request: if it was the probe, the circuit closes."""
         if self.probe is not token or self.state is not CircuitState.HALF_OPEN:
             return
-        if self.keeps:
+        if self.scope is not None:
+            logger.error(
+                "%s answered the probe: its requests are sent again (%d failed meanwhile: %s)",
+                self.scope,
+                self.failed_while_open,
+                self.error,
+                extra=_EVENT,
+            )
+        elif self.keeps:
             logger.error(
                 "DataFast answered the probe: the sender sends again; the goals kept in the "
                 "spool meanwhile go first (%d failed while the API was unavailable: %s)",

@@ -9,29 +9,31 @@ import os
 import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from ._config import check_positive, mask_key
 from ._delivery import Delivery
 from ._intake import Intake
-from ._kinds import GOALS, goals
+from ._kinds import GOALS, Endpoint, Fields, Kind, goals
 from ._models import GoalResult, Stats
 from ._options import OnFull, resolve_options
 from ._reporting import FailureCallback, SuccessCallback
 from ._retry import RetryPolicy
 from ._run import Life, Run
 from ._transport import Transport
+from ._write_api import WriteAPI
 
 __all__ = ["DataFast"]
 
+R = TypeVar("R")
 _DISABLED = GoalResult(event_id=None, message="disabled")
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
 
 
-class DataFast:
+class DataFast(WriteAPI):
     """The DataFast goals client: validate now, queue in memory, deliver in the background.
 
     Args:
@@ -245,9 +247,55 @@ class DataFast:
             ClientClosedError: The client was closed.
         """
         fields = goals.validate(visitor_id, name, description, metadata)
+        result: GoalResult = await self._send(GOALS, fields)
+        return result
+
+    # -- every kind: the verbs of the other kinds (``_write_api``) come here -------------
+
+    def _accept(self, delivery: Delivery[R]) -> Delivery[R]:
+        """Queue a validated request of any kind (``track_nowait``'s path, not inlined)."""
         if not self._options.enabled:
-            return _DISABLED
-        result: GoalResult = await self._life.current(start=False).sender.send_now(GOALS, fields)
+            delivery._settle(delivery._kind.disabled())
+            return delivery
+        run = self._life.run
+        if run.intake is _get_running_loop():
+            spool = run.spool
+            if spool is not None:
+                return self._intake.spooled(run, spool, delivery)
+            if run.queue.offer(delivery):
+                sender = run.sender
+                if sender.idle:
+                    sender.notify()
+                return delivery
+            return self._intake.refuse(delivery)
+        return self._intake.elsewhere(delivery)
+
+    async def _accept_waiting(self, delivery: Delivery[R]) -> Delivery[R]:
+        """``track``'s path for any kind: with ``on_full="block"``, wait for room."""
+        if self._options.on_full != "block":
+            return self._accept(delivery)
+        if not self._options.enabled:
+            delivery._settle(delivery._kind.disabled())
+            return delivery
+        return await self._intake.blocking(delivery)
+
+    async def _send(self, kind: Kind[Any, R], fields: Fields) -> R:
+        """``send()`` for any kind: now, with the retry policy."""
+        if not self._options.enabled:
+            return kind.disabled()
+        sender = self._life.current(start=False).sender
+        result: R = await sender.send_now(kind, kind.encode(fields))
+        return result
+
+    async def _call(self, endpoint: Endpoint, query: str, disabled: R) -> R:
+        """A direct call that is not queued (a delete), with the retry policy; ``query``
+        joins the one every request carries."""
+        if not self._options.enabled:
+            return disabled
+        target = self._options.settings.target(endpoint.path)
+        target += ("&" if "?" in target else "?") + query
+        sender = self._life.current(start=False).sender
+        result: R = await sender.send_now(endpoint, None, target)
         return result
 
     # -- waiting --------------------------------------------------------------------------

@@ -36,6 +36,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "DataFastError",
+    "NotFoundError",
     "PermissionDeniedError",
     "QueueFullError",
     "RateLimitError",
@@ -249,8 +250,12 @@ class PermissionDeniedError(APIError):
     """403: tracking suspended, or the token lacks ``goals:write`` or access to the website."""
 
 
-class VisitorNotFoundError(APIError):
-    """404: the visitor has no pageview on this website yet."""
+class NotFoundError(APIError):
+    """404: what the request names does not exist (a delete's transaction)."""
+
+
+class VisitorNotFoundError(NotFoundError):
+    """404 to a goal or an identify: the visitor has no pageview on this website yet."""
 
 
 class RateLimitError(APIError):
@@ -284,10 +289,16 @@ _BY_STATUS: dict[int, type[APIError]] = {
 
 
 def error_for_status(
-    status: int, message: str, body: str = "", *, retry_after: float | None = None
+    status: int,
+    message: str,
+    body: str = "",
+    *,
+    retry_after: float | None = None,
+    not_found: type[APIError] | None = None,
 ) -> APIError:
-    """The error for an HTTP error status (400 or more)."""
-    cls = _BY_STATUS.get(status)
+    """The error for an HTTP error status (400 or more); ``not_found``: the class of a 404
+    (``VisitorNotFoundError`` unless the endpoint says otherwise)."""
+    cls = not_found if status == 404 and not_found is not None else _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else APIError
     return cls(status, message, body, retry_after=retry_after)

@@ -23,10 +23,9 @@ import re
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
 
 from ._errors import APIError, error_for_status
-from ._kinds import Kind
+from ._kinds import Endpoint
 
 __all__ = ["Answer", "outcome_of", "parse_retry_after"]
 
@@ -45,7 +44,7 @@ _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 
 
 def outcome_of(
-    kind: Kind[Any, Any], status: int, body: bytes, reason: str, headers: Mapping[str, str]
+    kind: Endpoint, status: int, body: bytes, reason: str, headers: Mapping[str, str]
 ) -> bytes | APIError:
     """What an answer to a request of ``kind`` means: its body for DataFast's success answer
     for that endpoint (the kind reads its result from it when somebody asks), the matching
@@ -74,6 +73,7 @@ def outcome_of(
         said if said is not None else _digest(text, status, reason),
         text[:_BODY_LIMIT],
         retry_after=parse_retry_after(headers.get("Retry-After")),
+        not_found=getattr(kind, "not_found", None),
     )
     if status in (401, 403, 407) or (
         status < 500 and status not in _THIS_REQUEST and not enveloped and not error.retriable

@@ -373,6 +373,12 @@ class RequestQueue:
                 if counts[_SPOOLED]
             }
 
+    def waiting_of(self, index: int) -> int:
+        """Requests of the kind at ``index`` waiting in the queue."""
+        with self._lock:
+            enqueued, delivered, failed, _, _, in_flight, spooled = self._kinds[index]
+            return enqueued - delivered - failed - in_flight - spooled
+
     def snapshot(self, concurrency_limit: int = 0) -> Stats:
         with self._lock:
             by_kind = {

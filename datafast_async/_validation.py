@@ -21,9 +21,12 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "RESERVED_NAMES",
     "check_description",
+    "check_text",
     "check_visitor_id",
     "normalize_metadata",
     "normalize_name",
+    "shown",
+    "type_name",
     "validate_goal",
 ]
 
@@ -359,3 +362,9 @@ def _value_text(key: str, value: object) -> str:
         f"metadata value for {key!r} must be str, bool, int, float or None, got "
         f"{_type_name(value)}",
     )
+
+
+# For the other kinds' rules (``_kinds``): the same checks and the same safe messages.
+check_text = _check_text
+shown = _shown
+type_name = _type_name

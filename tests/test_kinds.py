@@ -13,7 +13,7 @@ from ._fakes import Recorder, balances, error, ok
 
 
 def test_each_kind_is_found_by_name_by_path_and_by_value() -> None:
-    assert [kind.name for kind in KINDS] == ["goals"]
+    assert [kind.name for kind in KINDS] == ["goals", "payments", "identify"]
     assert by_name("goals") is GOALS
     assert for_path("/api/v1/goals") is GOALS
     assert for_path("/prefix/api/v1/goals?websiteId=abc") is GOALS  # a base path, a query

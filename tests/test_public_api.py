@@ -49,6 +49,14 @@ PUBLIC = {
     "ServerError",
     "TransportError",
     "__version__",
+    # the write API (decided for turn 3)
+    "Payment",
+    "PaymentResult",
+    "Identify",
+    "IdentifyResult",
+    "DeleteResult",
+    "KindStats",
+    "NotFoundError",
 }
 
 

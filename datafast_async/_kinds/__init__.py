@@ -8,13 +8,26 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ._kind import Fields, Kind
+from ._kind import Endpoint, Fields, Kind
 from .goals import GOALS
+from .identify import IDENTIFY
+from .payments import PAYMENTS
 
-__all__ = ["GOALS", "KINDS", "Fields", "Kind", "by_name", "for_path", "for_value"]
+__all__ = [
+    "GOALS",
+    "IDENTIFY",
+    "KINDS",
+    "PAYMENTS",
+    "Endpoint",
+    "Fields",
+    "Kind",
+    "by_name",
+    "for_path",
+    "for_value",
+]
 
 #: Every kind, in the order of their ``index`` (the ledger's columns).
-KINDS: tuple[Kind[object, object], ...] = (GOALS,)  # type: ignore[assignment]
+KINDS: tuple[Kind[object, object], ...] = (GOALS, PAYMENTS, IDENTIFY)  # type: ignore[assignment]
 for _index, _kind in enumerate(KINDS):
     _kind.index = _index
 

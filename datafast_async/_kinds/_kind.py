@@ -11,12 +11,12 @@ instance; ``_kinds`` keeps the registry, by name and by path.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from .._delivery import Delivery
 
-__all__ = ["Fields", "Kind"]
+__all__ = ["Endpoint", "Fields", "Kind"]
 
 #: A kind's validated fields, as its validator returns them (a tuple): what a queued request
 #: holds until somebody asks for the value built from them.
@@ -24,6 +24,21 @@ Fields = tuple[Any, ...]
 
 E = TypeVar("E")  # the validated value (``Goal``, ...)
 R = TypeVar("R")  # the result read from a success answer (``GoalResult``, ...)
+
+
+class Endpoint(Protocol):
+    """What the sender needs of an endpoint to call it and read its answer: every ``Kind``,
+    and the direct calls that are not queued (deletes, in ``_kinds.deletes``)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+
+    def is_success(self, body: bytes) -> bool: ...
+    def read_result(self, body: bytes) -> Any: ...
 
 
 class Kind(abc.ABC, Generic[E, R]):
@@ -76,6 +91,10 @@ class Kind(abc.ABC, Generic[E, R]):
     def rebuild(self, body: bytes) -> Fields | None:
         """The fields of a journaled body read back from disk, validated again; ``None`` if
         it is not a valid request of this kind (an edited or damaged record)."""
+
+    @abc.abstractmethod
+    def disabled(self) -> R:
+        """The result of a request of a disabled client (``enabled=False``): nothing sent."""
 
     @abc.abstractmethod
     def describe(self, fields: Fields) -> str:

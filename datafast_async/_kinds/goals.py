@@ -215,9 +215,14 @@ class GoalKind(Kind[Goal, GoalResult]):
         except (ValueError, TypeError, RecursionError):
             return None  # ValidationError is a ValueError
 
+    def disabled(self) -> GoalResult:
+        return _DISABLED
+
     def describe(self, fields: Fields) -> str:
         return f"goal {fields[1]!r}"
 
+
+_DISABLED = GoalResult(event_id=None, message="disabled")
 
 #: The one instance: every goal's ``Delivery`` points at it.
 GOALS = GoalKind()

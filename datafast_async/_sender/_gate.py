@@ -6,15 +6,22 @@ circuit on an answer that every request would get (``observe``) or when, with a 
 stays down (``api_down``), fails (or, with a spool, parks) the waiting requests a chunk per
 step of the loop while it is open, lets one request through as the probe once it is half-open
 (the others wait for the probe's answer), and closes it when DataFast answers the probe.
+
+Each endpoint has a circuit of its own too, opened by a 403 of that endpoint (a ``dft_`` token
+may lack one permission): while it is open the requests of that endpoint fail at once (with a
+spool: wait in memory, in the retry schedule, without using an attempt, until it closes; on
+disk they would come back at once), and the other kinds go on. It probes its own endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from .._circuit import Circuit, CircuitState
 from .._errors import APIError, DataFastError, own_copy
 from .._fate import Fate
+from .._kinds import KINDS
 from .._queue import RequestQueue
 from ._job import Job
 from ._refill import Refill
@@ -31,6 +38,9 @@ CHUNK = 1000
 # Seconds a worker (or a send()) waits for the probe's answer before it looks again (the probe
 # itself is bounded by the request timeout).
 _PROBE_PATIENCE = 1.0
+# Seconds past an endpoint's cool-down a request held for it is tried again (the circuit is
+# half-open by then).
+_HELD_SLACK = 0.001
 
 
 class Gate:
@@ -39,6 +49,7 @@ class Gate:
     def __init__(
         self,
         circuit: Circuit,
+        endpoints: Mapping[str, Circuit],
         queue: RequestQueue,
         schedule: Schedule,
         workers: Workers,
@@ -47,6 +58,8 @@ class Gate:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.circuit = circuit
+        #: Each endpoint's own circuit, by path (the sender's, shared).
+        self._endpoints = endpoints
         self._queue = queue
         self._schedule = schedule
         self._workers = workers
@@ -60,29 +73,79 @@ class Gate:
     def _waiting(self) -> int:
         return len(self._queue) + len(self._schedule)
 
+    def _waiting_for(self, scoped: Circuit) -> int:
+        """Requests queued for the endpoint of ``scoped``."""
+        queue = self._queue
+        return sum(queue.waiting_of(kind.index) for kind in KINDS if kind.path == scoped.scope)
+
     # -- what answers say -------------------------------------------------------------------
 
-    def observe(self, token: object, error: DataFastError) -> None:
-        """What a failed attempt of ``token`` (a ``Delivery``, or a ``send()``'s token) tells
-        the circuit."""
+    def observe(self, token: object, error: DataFastError, scoped: Circuit) -> None:
+        """What a failed attempt of ``token`` (a ``Delivery``, or a ``send()``'s token) to the
+        endpoint whose circuit is ``scoped`` tells the circuits."""
         circuit = self.circuit
+        if error.opens_circuit and getattr(error, "status", None) == 403:
+            # The endpoint's own answer: its circuit opens; DataFast did answer (the key works).
+            if scoped.state is _CLOSED or scoped.probe is token:
+                scoped.trip(error, self._waiting_for(scoped))
+            if circuit.probe is token:
+                self.answered(token)
+            return
         if error.opens_circuit:
             if circuit.state is _CLOSED or circuit.probe is token:
                 circuit.trip(error, self._waiting())
                 self._workers.notify_all()
-        elif circuit.probe is token:
-            if isinstance(error, APIError) and not error.retriable:
-                self.answered(token)  # DataFast's own refusal (400, 404): the key works
-            else:
-                circuit.probe_unanswered(token)
+            if scoped.probe is token:
+                scoped.probe_dropped(token)  # the client's circuit decides now
+            return
+        for each in (circuit, scoped):
+            if each.probe is token:
+                if isinstance(error, APIError) and not error.retriable:
+                    self.answered(token)  # DataFast's own refusal (400, 404): the key works
+                else:
+                    each.probe_unanswered(token)
 
     def answered(self, token: object) -> None:
-        """DataFast answered ``token``'s request: if it was the probe, the circuit closes and
+        """DataFast answered ``token``'s request: if it was a probe, its circuit closes and
         the requests that waited for it go."""
         circuit = self.circuit
-        circuit.answered(token)
-        if circuit.state is _CLOSED:
-            self._workers.notify(len(self._queue) + len(self._schedule.ready))
+        if circuit.probe is token:
+            circuit.answered(token)
+            if circuit.state is _CLOSED:
+                self._workers.notify(len(self._queue) + len(self._schedule.ready))
+        for scoped in self._endpoints.values():
+            if scoped.probe is token:
+                scoped.answered(token)
+                self._schedule.wake_held()  # what waited for it goes now
+
+    # -- an endpoint's circuit ----------------------------------------------------------------
+
+    def let_through(self, job: Job, scoped: Circuit) -> bool:
+        """A worker took ``job`` and its endpoint's circuit is not closed: ``True`` to send it
+        (the circuit closed meanwhile, or it is the probe); else it was failed, or waits."""
+        state = scoped.refresh()
+        if state is _CLOSED:
+            return True
+        if state is not _OPEN and scoped.probe is None:
+            scoped.probe = job.delivery  # half-open: it probes its endpoint
+            return True
+        self.hold_back(job, scoped)
+        return False
+
+    def hold_back(self, job: Job, scoped: Circuit) -> None:
+        """``job``'s endpoint refuses: it fails at once with that answer (its own copy), or,
+        with a spool, or while a probe is out, waits in the schedule (no attempt used)."""
+        state = scoped.refresh()
+        if state is _OPEN and not scoped.keeps and scoped.error is not None:
+            error = own_copy(scoped.error)
+            error.maybe_delivered = job.maybe
+            scoped.failed_while_open += 1
+            self._fate.failed(job.delivery, error)
+            return
+        delay = scoped.until - self._loop.time() if state is _OPEN else _PROBE_PATIENCE
+        job.held = True
+        self._schedule.later(job, max(delay, 0.0) + _HELD_SLACK)
+        self._refill.check_parked()
 
     def api_down(self, error: DataFastError) -> None:
         """With a spool, a request ran out of attempts on an error that may pass: the API is
@@ -155,18 +218,29 @@ class Gate:
 
     # -- send(): the caller's own request ---------------------------------------------------
 
-    async def before_send(self, token: object) -> None:
-        """Before a ``send()``'s attempt: raise the open circuit's error, wait for a probe's
-        answer, or become the probe."""
-        circuit = self.circuit
+    async def before_send(self, token: object, scoped: Circuit) -> None:
+        """Before a ``send()``'s attempt: raise the open circuit's error (the client's, or
+        its endpoint's), wait for a probe's answer, or become the probe."""
         while True:
-            state = circuit.refresh()
-            if state is _CLOSED:
+            if self._passes(self.circuit, token) and self._passes(scoped, token):
                 return
-            if state is _OPEN:
-                assert circuit.error is not None
-                raise own_copy(circuit.error)
-            if circuit.probe is None:
-                circuit.probe = token
-                return
-            await asyncio.wait((circuit.changed(),), timeout=_PROBE_PATIENCE)
+            await asyncio.wait(
+                (self.circuit.changed(), scoped.changed()),
+                timeout=_PROBE_PATIENCE,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+
+    @staticmethod
+    def _passes(circuit: Circuit, token: object) -> bool:
+        """Whether ``token`` may go through ``circuit`` now (closed, or it is its probe);
+        raises the open circuit's error; ``False``: wait for another's probe."""
+        state = circuit.refresh()
+        if state is _CLOSED or circuit.probe is token:
+            return True
+        if state is _OPEN:
+            assert circuit.error is not None
+            raise own_copy(circuit.error)
+        if circuit.probe is None:
+            circuit.probe = token
+            return True
+        return False

@@ -37,13 +37,18 @@ class Schedule:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._halted = False
+        #: How many of them wait for their endpoint's circuit (``Job.held``), not to retry.
+        self.held = 0
 
     def __len__(self) -> int:
         return len(self.ready) + len(self._heap)
 
     def later(self, job: Job, delay: float) -> None:
-        """``job`` retries in ``delay`` seconds (at once for 0)."""
+        """``job`` retries (or, ``job.held``, is tried again) in ``delay`` seconds (at once
+        for 0)."""
         self._queue.park()
+        if job.held:
+            self.held += 1
         if delay <= 0:
             self.ready.append(job)
             self._on_due(1)
@@ -64,7 +69,12 @@ class Schedule:
         if not self.ready:
             return None
         job = self.ready.popleft()
-        self._queue.unpark(job.delivery, retry=True)
+        if job.held:
+            self.held -= 1
+            job.held = False
+            self._queue.unpark(job.delivery, retry=False)  # not a new attempt
+        else:
+            self._queue.unpark(job.delivery, retry=True)
         return job
 
     def take_later_than(self, deadline: float) -> list[Job]:
@@ -92,6 +102,18 @@ class Schedule:
         self._heap.clear()
         return self._unparked(jobs)
 
+    def wake_held(self) -> None:
+        """The requests held for their endpoint's circuit are due now (it closed)."""
+        if not self.held:
+            return
+        held = [entry for entry in self._heap if entry[2].held]
+        if not held:
+            return
+        self._heap = [entry for entry in self._heap if not entry[2].held]
+        heapq.heapify(self._heap)
+        self.ready.extend(job for _, _, job in sorted(held))
+        self._on_due(len(held))
+
     def halt(self) -> None:
         """No retry is due from now on (the sender stops)."""
         self._halted = True
@@ -101,6 +123,9 @@ class Schedule:
 
     def _unparked(self, jobs: list[Job]) -> list[Job]:
         for job in jobs:
+            if job.held:
+                self.held -= 1
+                job.held = False
             self._queue.unpark(job.delivery, retry=False)
         return jobs
 

@@ -19,7 +19,7 @@ from .._circuit import Circuit, CircuitState
 from .._delivery import Delivery
 from .._errors import DataFastError, TransportError, own_copy
 from .._fate import Fate, shutdown_error
-from .._kinds import Fields, Kind
+from .._kinds import KINDS, Endpoint
 from .._limiter import Limiter
 from .._outcome import outcome_of
 from .._queue import RequestQueue
@@ -85,9 +85,24 @@ class Sender:
         self.idle = self.workers.idle
         self.notify = self.workers.notify
         self.circuit = Circuit(policy, loop, keeps=spool is not None)
+        #: Each endpoint's own circuit (a 403 is the endpoint's), by path; and by kind index.
+        self.endpoint_circuits = {
+            kind.path: Circuit(policy, loop, keeps=spool is not None, scope=kind.path)
+            for kind in KINDS
+        }
+        self.kind_circuits = [self.endpoint_circuits[kind.path] for kind in KINDS]
         self.schedule = Schedule(queue, loop, self.workers.notify)
         self.refill = Refill(spool, queue, self.circuit, self.schedule, self.workers, fate)
-        self.gate = Gate(self.circuit, queue, self.schedule, self.workers, self.refill, fate, loop)
+        self.gate = Gate(
+            self.circuit,
+            self.endpoint_circuits,
+            queue,
+            self.schedule,
+            self.workers,
+            self.refill,
+            fate,
+            loop,
+        )
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -154,6 +169,8 @@ class Sender:
             self._targets,
         )
         held, gate, want_more = self.workers.held, self.gate, self.refill.want_more
+        kind_circuits = self.kind_circuits
+        held_back = False
 
         job: Job | None = None
         outcome: bytes | DataFastError
@@ -183,10 +200,15 @@ class Sender:
                         if spool is not None and queue.spooled:
                             want_more()  # requests wait on disk: read some back
                 if job is not None:
-                    held[index] = job
-                    epoch = limiter.epoch
                     delivery = job.delivery
                     kind = delivery._kind
+                    scoped = kind_circuits[kind.index]
+                    if scoped.state is not _CLOSED and not gate.let_through(job, scoped):
+                        job = None  # its endpoint refuses: failed, or waiting for the circuit
+                        held_back = True
+                if job is not None:
+                    held[index] = job
+                    epoch = limiter.epoch
                     try:
                         wire = delivery._wire
                         if wire is None:
@@ -209,7 +231,11 @@ class Sender:
             finally:
                 limiter.release()
             if job is None:
-                await self.workers.wait_for_work()
+                if held_back:
+                    held_back = False
+                    await asyncio.sleep(0)  # thousands refused at once never hold the loop
+                else:
+                    await self.workers.wait_for_work()
                 continue
             if isinstance(outcome, bytes):
                 if limiter.growing:
@@ -221,14 +247,21 @@ class Sender:
 
     def _delivered(self, delivery: Delivery[Any], body: bytes) -> None:
         """The API accepted a request: the probe's answer, if it was the probe; its fate."""
-        if self.circuit.probe is not None:
+        if (
+            self.circuit.probe is not None
+            or self.kind_circuits[delivery._kind.index].probe is not None
+        ):
             self.gate.answered(delivery)
         self._fate.delivered(delivery, body)
+
+    def _probe_dropped(self, delivery: Delivery[Any]) -> None:
+        self.circuit.probe_dropped(delivery)
+        self.kind_circuits[delivery._kind.index].probe_dropped(delivery)
 
     def _worker_died(self, job: Job | None, exc: Exception) -> None:
         """A worker died of a bug: the request it held fails with the real error."""
         if job is not None:
-            self.circuit.probe_dropped(job.delivery)
+            self._probe_dropped(job.delivery)
             self._fate.failed(job.delivery, _internal_error("a sender worker died", exc))
 
     async def _cancelled_from_outside(self, index: int) -> None:
@@ -249,7 +282,7 @@ class Sender:
         if self._close_deadline is not None:
             job, workers.held[index] = workers.held[index], None
             if job is not None:
-                self.circuit.probe_dropped(job.delivery)  # sent again below, by any worker
+                self._probe_dropped(job.delivery)  # sent again below, by any worker
                 if self._queue.is_active(job.delivery):
                     # Its request was cut without an answer: send it again, as after a reset.
                     self.schedule.again_first(Job(job.delivery, job.attempt, job.last, maybe=True))
@@ -266,12 +299,22 @@ class Sender:
         maybe = job.maybe or (isinstance(error, TransportError) and error.maybe_delivered)
         if _is_congestion(error):
             self.limiter.congested(epoch)
-        self.gate.observe(delivery, error)
+        scoped = self.kind_circuits[delivery._kind.index]
+        self.gate.observe(delivery, error, scoped)
         fate = self._fate
         step, delay = next_step(
             self._policy, error, job.attempt, self._loop.time(), self._close_deadline
         )
         if step is Step.CIRCUIT:
+            if scoped.state is not _CLOSED and _is_endpoints(error):
+                # Its endpoint refuses (a 403), the other kinds go on: with a spool it waits
+                # in memory for that circuit to close; else it fails.
+                if scoped.keeps:
+                    self.gate.hold_back(Job(delivery, job.attempt, _summary(error), maybe), scoped)
+                else:
+                    scoped.failed_while_open += 1
+                    fate.failed(delivery, error)
+                return
             if not fate.parked(delivery):
                 if not self.circuit.closed:  # refused this way: counted with those it failed
                     self.circuit.failed_while_open += 1
@@ -300,7 +343,7 @@ class Sender:
     # -- send(): the caller's own request, sharing the limit, the pause and the circuit ---
 
     async def _attempt(
-        self, kind: Kind[Any, Any], body: bytes, token: object
+        self, endpoint: Endpoint, target: str, body: bytes | None, token: object
     ) -> tuple[bytes | DataFastError | None, int]:
         """One request of ``send()``'s, ahead of the queue's requests for the next free slot:
         the API's success body or the error it ended with, and the limiter's epoch it was
@@ -315,39 +358,46 @@ class Sender:
                 return None, limiter.epoch
         epoch = limiter.epoch
         try:
-            status, raw, reason, headers = await self._transport.send(
-                kind.method, self._targets[kind.index], body
-            )
+            status, raw, reason, headers = await self._transport.send(endpoint.method, target, body)
         except TransportError as exc:
             return exc, epoch
         finally:
             limiter.release()
-        return outcome_of(kind, status, raw, reason, headers), epoch
+        return outcome_of(endpoint, status, raw, reason, headers), epoch
 
-    async def send_now(self, kind: Kind[Any, Any], fields: Fields) -> Any:
-        """Deliver one request now with the retry policy; return the kind's result, or raise
-        the final error."""
+    async def send_now(
+        self, endpoint: Endpoint, body: bytes | None, target: str | None = None
+    ) -> Any:
+        """Deliver one request now with the retry policy; return the endpoint's result, or
+        raise the final error. ``endpoint``: a ``Kind`` (``target`` defaults to its own), or
+        a direct call's endpoint (a delete) with its ``target`` (path and query)."""
         attempt = 1
         maybe = False
-        body = kind.encode(fields)  # once, for every attempt
+        if target is None:
+            target = self._targets[endpoint.index]
         token = object()
         circuit = self.circuit
+        scoped = self.endpoint_circuits.get(endpoint.path)
+        if scoped is None:  # an endpoint no kind shares a path with
+            scoped = self.endpoint_circuits[endpoint.path] = Circuit(
+                self._policy, self._loop, keeps=False, scope=endpoint.path
+            )
         try:
             while True:
-                if circuit.state is not _CLOSED:
-                    await self.gate.before_send(token)
-                outcome, epoch = await self._attempt(kind, body, token)
+                if circuit.state is not _CLOSED or scoped.state is not _CLOSED:
+                    await self.gate.before_send(token, scoped)
+                outcome, epoch = await self._attempt(endpoint, target, body, token)
                 if outcome is None:
                     continue  # the circuit opened meanwhile: raise its error, or probe
                 if isinstance(outcome, bytes):
-                    if circuit.probe is token:
+                    if circuit.probe is token or scoped.probe is token:
                         self.gate.answered(token)
-                    return kind.read_result(outcome)
+                    return endpoint.read_result(outcome)
                 if isinstance(outcome, TransportError) and outcome.maybe_delivered:
                     maybe = True
                 if _is_congestion(outcome):
                     self.limiter.congested(epoch)
-                self.gate.observe(token, outcome)
+                self.gate.observe(token, outcome, scoped)
                 step, delay = next_step(
                     self._policy, outcome, attempt, self._loop.time(), self._close_deadline
                 )
@@ -366,6 +416,14 @@ class Sender:
         finally:
             if circuit.probe is token:  # cut while it probed: another request probes at once
                 circuit.probe_dropped(token)
+            if scoped.probe is token:
+                scoped.probe_dropped(token)
+
+
+def _is_endpoints(error: DataFastError) -> bool:
+    """A 403: an answer of the endpoint's own (a token may lack one permission), which opens
+    that endpoint's circuit only."""
+    return getattr(error, "status", None) == 403
 
 
 def _is_congestion(error: DataFastError) -> bool:

@@ -1,0 +1,469 @@
+"""Payments: ``POST /api/v1/payments``, the kind ``track_payment`` / ``track_payment_nowait`` /
+``send_payment`` send.
+
+Everything the pipeline needs to know about a payment: the rules (``validate``, shared with
+``Payment()``), the body, DataFast's success answer (a bare JSON object,
+``{"message": "Payment recorded and attributed successfully", "transaction_id": "ch_123"}``, no
+``status`` wrapper) and its ``PaymentResult``, and how a journaled body becomes a payment again.
+The endpoint is idempotent: ``transaction_id`` is its key, so a retry, a replay from the spool
+or a recovery after a crash records a payment at most once (a repeat is answered as a
+duplicate, which is a success).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .._delivery import Delivery
+from .._errors import ValidationError
+from .._validation import check_text, check_visitor_id, shown, type_name
+from ._kind import Fields, Kind
+
+__all__ = [
+    "PAYMENTS",
+    "Payment",
+    "PaymentDelivery",
+    "PaymentKind",
+    "PaymentResult",
+    "encode_fields",
+    "format_timestamp",
+    "parse_timestamp",
+    "validate",
+]
+
+#: What ``amount`` may be: a number in major units (49.99).
+Amount = int | float | Decimal
+
+MAX_TRANSACTION_ID_LENGTH = 255
+_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
+_UTC = datetime.timezone.utc
+_quote = json.encoder.encode_basestring
+
+
+def _amount(amount: object) -> Amount:
+    kind = type(amount)
+    if kind is float or (kind is not bool and issubclass(kind, float)):
+        value = float.__float__(amount)  # type: ignore[arg-type]
+        if not math.isfinite(value):
+            raise ValidationError("amount", f"amount must be a finite number, got {value!r}")
+        if value < 0:
+            raise ValidationError("amount", f"amount must be 0 or more, got {value!r}")
+        return value + 0.0  # -0.0 is 0.0
+    if kind is int or (kind is not bool and issubclass(kind, int)):
+        number = int.__index__(amount)  # type: ignore[arg-type]
+        if number < 0:
+            raise ValidationError("amount", f"amount must be 0 or more, got {shown(number)}")
+        try:
+            float(number)
+        except OverflowError:
+            raise ValidationError(
+                "amount", "amount is too large for a JSON number (more than about 1.8e308)"
+            ) from None
+        return number
+    if isinstance(amount, Decimal):
+        if not amount.is_finite():
+            raise ValidationError("amount", f"amount must be a finite number, got {amount}")
+        if amount.is_signed() and amount != 0:
+            raise ValidationError("amount", f"amount must be 0 or more, got {amount}")
+        if not math.isfinite(float(amount)):
+            raise ValidationError(
+                "amount", "amount is too large for a JSON number (more than about 1.8e308)"
+            )
+        return Decimal(0) if amount == 0 else amount
+    raise ValidationError(
+        "amount",
+        f"amount must be an int, a float or a Decimal (major units: 49.99), got "
+        f"{type_name(amount)}",
+    )
+
+
+def _currency(currency: object) -> str:
+    if (
+        type(currency) is str
+        and len(currency) == 3
+        and currency.isascii()
+        and currency.isupper()
+        and currency.isalpha()
+    ):
+        return currency
+    if not issubclass(type(currency), str):
+        raise ValidationError(
+            "currency", f"currency must be a str (a code such as 'USD'), got {type_name(currency)}"
+        )
+    text = str.__str__(currency)
+    if _CURRENCY_RE.fullmatch(text) is None:
+        raise ValidationError(
+            "currency", f"currency must be three letters (a code such as 'USD'), got {shown(text)}"
+        )
+    return text.upper()
+
+
+def _transaction_id(transaction_id: object) -> str:
+    if not issubclass(type(transaction_id), str):
+        raise ValidationError(
+            "transaction_id",
+            f"transaction_id must be a str (the payment provider's id), got "
+            f"{type_name(transaction_id)}",
+        )
+    text = str.__str__(transaction_id)
+    if not text:
+        raise ValidationError("transaction_id", "transaction_id must not be empty")
+    if len(text) > MAX_TRANSACTION_ID_LENGTH:
+        raise ValidationError(
+            "transaction_id",
+            f"transaction_id must be at most {MAX_TRANSACTION_ID_LENGTH} characters, got "
+            f"{len(text)}: {shown(text)}",
+        )
+    return check_text("transaction_id", text)
+
+
+def _optional_text(field: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if issubclass(type(value), str):
+        return check_text(field, str.__str__(value))
+    raise ValidationError(field, f"{field} must be a str or None, got {type_name(value)}")
+
+
+def _optional_bool(field: str, value: object) -> bool | None:
+    if value is None or value is True or value is False:
+        return value
+    raise ValidationError(field, f"{field} must be a bool or None, got {type_name(value)}")
+
+
+def _timestamp(timestamp: object) -> datetime.datetime | None:
+    if timestamp is None:
+        return None
+    if not isinstance(timestamp, datetime.datetime):
+        raise ValidationError(
+            "timestamp",
+            f"timestamp must be a datetime (aware: with a time zone), got {type_name(timestamp)}",
+        )
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise ValidationError(
+            "timestamp",
+            "timestamp must be an aware datetime (with a time zone, such as "
+            "datetime.timezone.utc): a naive one would be read in an unknown zone",
+        )
+    utc = timestamp.astimezone(_UTC)
+    # To the millisecond, as it is sent: the value is what the API gets.
+    return utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000)
+
+
+def validate(
+    amount: object,
+    currency: object,
+    transaction_id: object,
+    visitor_id: object = None,
+    email: object = None,
+    name: object = None,
+    customer_id: object = None,
+    renewal: object = None,
+    refunded: object = None,
+    is_free_trial: object = None,
+    timestamp: object = None,
+) -> Fields:
+    """A payment's fields validated and normalised (currency upper-cased, the timestamp in
+    UTC), in ``Payment``'s order; ``ValidationError`` (with ``.field``) for the first broken
+    rule."""
+    return (
+        _amount(amount),
+        _currency(currency),
+        _transaction_id(transaction_id),
+        None if visitor_id is None else check_visitor_id(visitor_id),
+        _optional_text("email", email),
+        _optional_text("name", name),
+        _optional_text("customer_id", customer_id),
+        _optional_bool("renewal", renewal),
+        _optional_bool("refunded", refunded),
+        _optional_bool("is_free_trial", is_free_trial),
+        _timestamp(timestamp),
+    )
+
+
+def format_timestamp(moment: datetime.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, as JavaScript writes it: ``2026-12-07T15:21:00.000Z``."""
+    utc = moment.astimezone(_UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime.datetime:
+    """An ISO 8601 time with a zone (``Z`` or an offset) as an aware ``datetime`` in UTC;
+    ``ValueError`` for anything else (a naive time included)."""
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("a time without a zone")
+    return moment.astimezone(_UTC)
+
+
+def _number(amount: Amount) -> str:
+    if type(amount) is float:
+        return float.__repr__(amount)
+    return str(amount)  # an int, or a Decimal (its str is a JSON number when finite)
+
+
+def encode_fields(
+    amount: Amount,
+    currency: str,
+    transaction_id: str,
+    visitor_id: str | None,
+    email: str | None,
+    name: str | None,
+    customer_id: str | None,
+    renewal: bool | None,
+    refunded: bool | None,
+    is_free_trial: bool | None,
+    timestamp: datetime.datetime | None,
+) -> bytes:
+    """The JSON body for one validated payment; absent optional fields are left out."""
+    parts = [
+        f'{{"amount":{_number(amount)},"currency":"{currency}",'
+        f'"transaction_id":{_quote(transaction_id)}'
+    ]
+    if visitor_id is not None:
+        parts.append(f',"datafast_visitor_id":{_quote(visitor_id)}')
+    if email is not None:
+        parts.append(f',"email":{_quote(email)}')
+    if name is not None:
+        parts.append(f',"name":{_quote(name)}')
+    if customer_id is not None:
+        parts.append(f',"customer_id":{_quote(customer_id)}')
+    if renewal is not None:
+        parts.append(',"renewal":true' if renewal else ',"renewal":false')
+    if refunded is not None:
+        parts.append(',"refunded":true' if refunded else ',"refunded":false')
+    if is_free_trial is not None:
+        parts.append(',"is_free_trial":true' if is_free_trial else ',"is_free_trial":false')
+    if timestamp is not None:
+        parts.append(f',"timestamp":"{format_timestamp(timestamp)}"')
+    parts.append("}")
+    return "".join(parts).encode()
+
+
+@attrs.frozen(init=False, weakref_slot=False)
+class Payment:
+    """One payment, validated and normalised exactly as ``DataFast.track_payment`` does.
+
+    Args:
+        amount: A finite ``int``, ``float`` or ``Decimal`` of 0 or more, in major units
+            (``49.99``); 0 is a free trial. Not a ``bool``.
+        currency: Three letters (``"usd"``), kept upper-cased (``"USD"``).
+        transaction_id: The payment provider's id, 1 to 255 characters: DataFast's
+            idempotency key (a repeat records nothing new).
+        visitor_id: The visitor's ``datafast_visitor_id`` (sent under that name); optional,
+            but without it the payment is not attributed.
+        email, name, customer_id: The customer, each a ``str`` when given.
+        renewal, refunded, is_free_trial: ``bool`` when given (DataFast infers a free trial
+            from an amount of 0).
+        timestamp: When it was paid, an aware ``datetime`` (a naive one is refused), kept in
+            UTC and sent as ISO 8601 with milliseconds; ``None``: the time of the request. A
+            backfill keeps real dates with it.
+
+    ``None`` fields are left out of the body.
+
+    Raises:
+        ValidationError: A rule is broken; ``.field`` names the field.
+    """
+
+    amount: Amount
+    currency: str
+    transaction_id: str
+    visitor_id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    customer_id: str | None = None
+    renewal: bool | None = None
+    refunded: bool | None = None
+    is_free_trial: bool | None = None
+    timestamp: datetime.datetime | None = None
+
+    def __init__(
+        self,
+        amount: Amount,
+        currency: str,
+        transaction_id: str,
+        visitor_id: str | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        customer_id: str | None = None,
+        renewal: bool | None = None,
+        refunded: bool | None = None,
+        is_free_trial: bool | None = None,
+        timestamp: datetime.datetime | None = None,
+    ) -> None:
+        _fill(
+            self,
+            validate(
+                amount,
+                currency,
+                transaction_id,
+                visitor_id,
+                email,
+                name,
+                customer_id,
+                renewal,
+                refunded,
+                is_free_trial,
+                timestamp,
+            ),
+        )
+
+
+_SETTERS = tuple(Payment.__dict__[field.name].__set__ for field in attrs.fields(Payment))
+_new_object = object.__new__
+
+
+def _fill(payment: Payment, fields: Fields) -> None:
+    for setter, value in zip(_SETTERS, fields, strict=True):
+        setter(payment, value)
+
+
+def _checked(fields: Fields) -> Payment:
+    payment: Payment = _new_object(Payment)
+    _fill(payment, fields)
+    return payment
+
+
+@attrs.frozen(weakref_slot=False)
+class PaymentResult:
+    """What the API answered for one recorded payment.
+
+    Attributes:
+        message: The API's message (``"disabled"`` when the client is disabled).
+        transaction_id: The transaction the API recorded, as it echoed it.
+        duplicate: ``True`` when the API said the transaction was already recorded (its
+            message says "duplicate"): nothing new was recorded, and that is a success.
+    """
+
+    message: str | None
+    transaction_id: str | None
+    duplicate: bool = False
+
+
+def _result(message: object, transaction_id: object) -> PaymentResult:
+    said = message if isinstance(message, str) else None
+    echoed = transaction_id if isinstance(transaction_id, str) else None
+    return PaymentResult(
+        message=said,
+        transaction_id=echoed,
+        duplicate=said is not None and "duplicate" in said.lower(),
+    )
+
+
+def _answer(body: bytes) -> dict[str, object] | None:
+    """The object a success answer carries (the bare object; inside ``data`` when it came in
+    the goals' envelope), else ``None``."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("status") == "error":
+        return None
+    if "transaction_id" in data or "message" in data:
+        return data
+    if data.get("status") == "success":  # tolerated: DataFast's envelope of other endpoints
+        inner = data.get("data")
+        if isinstance(inner, list) and inner:
+            inner = inner[0]
+        return inner if isinstance(inner, dict) else {}
+    return None
+
+
+class PaymentDelivery(Delivery[PaymentResult]):
+    """A payment's ``Delivery``: its validated fields, as a tuple."""
+
+    __slots__ = ("_values",)
+
+    if TYPE_CHECKING:
+        _values: Fields
+
+    @property
+    def _fields(self) -> Fields:
+        return self._values
+
+    def _body(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            return encode_fields(*self._values)
+        return wire
+
+
+class PaymentKind(Kind[Payment, PaymentResult]):
+    """The payments endpoint."""
+
+    name = "payments"
+    noun = "payment"
+    plural = "payments"
+    path = "/api/v1/payments"
+    value_type = Payment
+    idempotent = True
+
+    def pending(self, fields: Fields) -> PaymentDelivery:
+        delivery: PaymentDelivery = _new_object(PaymentDelivery)
+        delivery._kind = self
+        delivery._event = None
+        delivery._outcome = None
+        delivery._waiters = None
+        delivery._wire = None
+        delivery._spool = None
+        delivery._values = fields
+        return delivery
+
+    def build(self, fields: Fields) -> Payment:
+        return _checked(fields)
+
+    def fields_of(self, value: Payment) -> Fields:
+        return tuple(getattr(value, field.name) for field in attrs.fields(Payment))
+
+    def encode(self, fields: Fields) -> bytes:
+        return encode_fields(*fields)
+
+    def is_success(self, body: bytes) -> bool:
+        return _answer(body) is not None
+
+    def read_result(self, body: bytes) -> PaymentResult:
+        data = _answer(body) or {}
+        return _result(data.get("message"), data.get("transaction_id"))
+
+    def rebuild(self, body: bytes) -> Fields | None:
+        try:
+            data = json.loads(body, parse_float=Decimal)
+            if not isinstance(data, dict):
+                return None
+            stamp = data.get("timestamp")
+            return validate(
+                data.get("amount"),
+                data.get("currency"),
+                data.get("transaction_id"),
+                data.get("datafast_visitor_id"),
+                data.get("email"),
+                data.get("name"),
+                data.get("customer_id"),
+                data.get("renewal"),
+                data.get("refunded"),
+                data.get("is_free_trial"),
+                None if stamp is None else parse_timestamp(stamp),
+            )
+        except (ValueError, TypeError, RecursionError, AttributeError):
+            return None  # ValidationError is a ValueError
+
+    def disabled(self) -> PaymentResult:
+        return _DISABLED
+
+    def describe(self, fields: Fields) -> str:
+        return f"payment {fields[2]!r}"
+
+
+_DISABLED = PaymentResult(message="disabled", transaction_id=None)
+
+#: The one instance: every payment's ``Delivery`` points at it.
+PAYMENTS = PaymentKind()
