@@ -293,7 +293,7 @@ async def test_other_paths_get_404_and_other_methods_405(fake: FakeDataFast) -> 
     assert "Not found" in other_path.message
     assert root.status == 404
     assert get.status == 405
-    assert get.headers["Allow"] == "POST"
+    assert get.headers["Allow"] == "POST, DELETE"
     assert "GET" in get.message
 
 

@@ -1,15 +1,19 @@
-"""``FakeDataFast``: a real HTTP server on 127.0.0.1 that speaks DataFast's goals API.
+"""``FakeDataFast``: a real HTTP server on 127.0.0.1 that speaks DataFast's write API.
 
-It enforces the contract in ``datafast-api.md`` (auth, ``websiteId``, validation, unknown
-visitors), records what it received, and answers scripted or random faults so that a client's
-retry, timeout and non-JSON handling can be tested over a real socket. ``ThreadedFakeDataFast``
-(in ``_threaded``) runs the same server on a daemon thread, for synchronous tests.
+It serves every endpoint the SDK writes to (goals, payments, identify, and the deletes of goals
+and payments), enforces the contract in ``datafast-api.md`` (auth, ``websiteId``, a ``dft_``
+token's permissions, each body's rules, unknown visitors, payments idempotent by
+``transaction_id``), records what it accepted, and answers scripted or random faults so that a
+client's retry, timeout and non-JSON handling can be tested over a real socket.
+``ThreadedFakeDataFast`` (in ``_threaded``) runs the same server on a daemon thread, for
+synchronous tests. The rules of each request's body and query are in ``_rules``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hmac
 import itertools
 import json
@@ -29,9 +33,23 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from .._config import GOALS_PATH, mask_key
+from .._config import mask_key
 from .._errors import ValidationError
+from .._kinds.identify import Identify
+from .._kinds.payments import Payment
 from .._models import Goal
+from ._rules import (
+    ALL_PERMISSIONS,
+    GOALS_PATH,
+    METHODS,
+    PAYMENTS_PATH,
+    PERMISSIONS,
+    goal_from_body,
+    goals_filter,
+    identify_from_body,
+    payment_from_body,
+    payments_filter,
+)
 
 __all__ = ["FakeDataFast", "FakeRequest"]
 
@@ -40,6 +58,11 @@ _SHUTDOWN_TIMEOUT = 2.0  # seconds close() grants handlers before cancelling the
 _MAX_BODY = 1024 * 1024  # bytes of a request body read at most (413 beyond)
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
 _SUCCESS_MESSAGE = "Custom event created successfully"
+_PAYMENT_MESSAGE = "Payment recorded and attributed successfully"
+_UNATTRIBUTED_MESSAGE = "Payment recorded successfully (not attributed: no known visitor)"
+_DUPLICATE_MESSAGE = "Payment already recorded (duplicate transaction_id)"
+_NO_PAGEVIEW = "Visitor has no pageviews on this website"
+_UTC = datetime.timezone.utc
 
 # ObjectId-like event ids: 4 bytes of time, 5 random bytes per process, a 3-byte counter.
 _PROCESS_ID = os.urandom(5).hex()
@@ -48,6 +71,12 @@ _COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 def _new_event_id() -> str:
     return f"{int(time.time()) & 0xFFFFFFFF:08x}{_PROCESS_ID}{next(_COUNTER) & 0xFFFFFF:06x}"
+
+
+def _now() -> datetime.datetime:
+    """The time in UTC to the millisecond (DataFast's times are JavaScript dates)."""
+    now = datetime.datetime.now(_UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
 
 
 def _masked_headers(headers: Mapping[str, str]) -> str:
@@ -148,23 +177,73 @@ def _fault_response(status: int, retry_after: str | None) -> web.Response:
 
 
 class FakeDataFast:
-    """A real aiohttp server that enforces DataFast's goals API contract.
+    """A real aiohttp server that enforces DataFast's write API contract.
 
-    Only ``POST /api/v1/goals`` exists: other paths answer 404 and other methods 405. Then, in
-    this order: the ``Authorization: Bearer`` token must equal ``api_key`` (else 401). With a
-    ``dft_`` account token the ``websiteId`` query parameter is required (400 when it is
-    missing or empty, as a missing required field is) and must equal ``website_id`` when that
-    is set (403, the token has no access to that website, otherwise). The body must be a JSON
-    object sent as ``Content-Type: application/json`` (else 400). ``datafast_visitor_id`` (or
-    its alias ``visitorId``) must be a non-empty string, ``name`` is required, ``description``
-    and ``metadata`` are optional but never ``null``; metadata values may be strings, numbers
-    or booleans (stored as their JSON text); the rest is checked and normalised by ``Goal``,
-    whose message the 400 carries. A visitor outside ``known_visitors`` (when set) gets 404.
+    Endpoints: ``POST /api/v1/goals``, ``POST /api/v1/payments``, ``POST /api/v1/identify``,
+    ``DELETE /api/v1/goals`` and ``DELETE /api/v1/payments``. Other paths answer 404 and other
+    methods 405 (with ``Allow``). Then, in this order: the ``Authorization: Bearer`` token must
+    equal ``api_key`` (else 401). With a ``dft_`` account token the ``websiteId`` query
+    parameter is required (400 when it is missing or empty, as a missing required field is)
+    and must equal ``website_id`` when that is set (403, the token has no access to that
+    website, otherwise), and the token must hold the endpoint's permission in
+    ``permissions`` (``goals:write``, ``payments:write``, ``identify:write``, whatever the
+    method; 403 "... lacks payments:write ..." otherwise). A ``df_`` website key has every
+    permission. A ``POST``'s body must be a JSON object sent as
+    ``Content-Type: application/json`` (else 400); a ``DELETE`` reads its query and no body.
     Every error answer uses DataFast's envelope
-    ``{"status": "error", "error": {"code": N, "message": "..."}}``.
+    ``{"status": "error", "error": {"code": N, "message": "..."}}``; a broken rule is a 400
+    whose message says which (the rules are in ``_rules``; the value types ``Goal``,
+    ``Payment`` and ``Identify`` check and normalise the rest).
 
-    All state is guarded by a lock, so ``goals``, ``requests``, ``fail_next`` and ``reset`` may
-    be used from any thread; the other methods belong to the server's event loop.
+    Goals (``POST /api/v1/goals``): ``datafast_visitor_id`` (or its alias ``visitorId``) a
+    non-empty string, ``name`` required, ``description`` and ``metadata`` optional but never
+    ``null``; metadata values strings, numbers or booleans (stored as their JSON text). A
+    visitor outside ``known_visitors`` (when set) gets 404. Success:
+    ``{"status": "success", "data": [{"message": ..., "eventId": <24 hex digits>}]}``. Each
+    goal's receive time is kept (UTC, to the millisecond: ``received_goals``) for deletes by
+    range.
+
+    Payments (``POST /api/v1/payments``): ``amount`` a number of 0 or more, ``currency``
+    three letters (stored upper-cased), ``transaction_id`` 1 to 255 characters, all required;
+    optional ``datafast_visitor_id``, ``email``/``name`` (``customer_email``/
+    ``customer_name`` are aliases), ``customer_id``, the booleans ``renewal``, ``refunded``,
+    ``is_free_trial``, and ``timestamp`` (ISO 8601 with a zone, kept on the ``Payment``);
+    none of them ``null``; recorded as sent (an amount of 0 does not set ``is_free_trial``
+    on the ``Payment``). Idempotent by ``transaction_id``: a repeat of a recorded
+    transaction records nothing and answers 200
+    ``{"message": "Payment already recorded (duplicate transaction_id)", "transaction_id": ...}``
+    (a deleted transaction may be recorded again). Success is the bare object
+    ``{"message": "Payment recorded and attributed successfully", "transaction_id": ...}``
+    (no ``status`` wrapper); a payment without a visitor, or with one outside
+    ``known_visitors``, is recorded all the same (it is not attributed, and its message says
+    so): payments get no 404.
+
+    Identify (``POST /api/v1/identify``): ``datafast_visitor_id`` (or ``visitorId``) a UUID
+    and ``user_id`` a non-empty string of at most 255 characters (400 otherwise); every other
+    top-level field is a trait (a string, number or boolean; never ``null``, an object or a
+    list). A visitor outside ``known_visitors`` (when set) gets 404. Success:
+    ``{"status": "success", "data": {"message": ..., "profileId": ...}}`` (``data`` an
+    object); a user's first identify creates its profile ("User profile created
+    successfully"), later ones update it ("User profile updated successfully") and answer the
+    same ``profileId``.
+
+    Deletes (``DELETE /api/v1/goals`` and ``DELETE /api/v1/payments``): the query names the
+    filters; what matches every filter given is removed from ``goals`` or ``payments``, and
+    the answer is ``{"status": "success", "data": [{"message": ..., "deleted": N, ...the
+    filters echoed, normalised...}]}``. A range is ``start``/``end`` or ``startAt``/``endAt``
+    (both spellings may be sent, with equal values; both ends are needed and ``end`` must be
+    after ``start``), ISO 8601 with a zone or a date alone (midnight UTC); **``start`` is
+    included, ``end`` excluded**. Goals: ``datafast_visitor_id``, ``name`` (normalised and
+    checked as for a new goal) and the range on each goal's receive time; with a visitor or a
+    name and no range, across all time; with neither, a range is required (400). Payments:
+    ``transaction_id`` wins over every other filter (404 when no such transaction is
+    recorded); otherwise ``datafast_visitor_id`` and the range (on the payment's
+    ``timestamp``, else its receive time), at least one of them (400). Nothing matching is a
+    success with ``"deleted": 0`` (except for a ``transaction_id``).
+
+    All state is guarded by a lock, so ``goals``, ``payments``, ``identities``, ``requests``,
+    ``permissions``, ``known_visitors``, ``fail_next`` and ``reset`` may be used from any
+    thread; the other methods belong to the server's event loop.
 
     Args:
         api_key: The token clients must send; a ``dft_`` prefix makes ``websiteId`` required.
@@ -188,6 +267,9 @@ class FakeDataFast:
         seed: Seed of the random generator behind ``fail_rate``.
         ssl: A server-side ``ssl.SSLContext``: the server speaks HTTPS with it, and
             ``base_url`` starts with ``https://``. ``None`` (the default) serves plain HTTP.
+        permissions: The permissions of a ``dft_`` account token (strings such as
+            ``"goals:write"``, ``"payments:write"``, ``"identify:write"``); ``None`` (the
+            default) grants all three. A ``df_`` website key has every permission.
 
     Raises:
         ValueError: A setting is out of range.
@@ -196,7 +278,9 @@ class FakeDataFast:
         >>> async with FakeDataFast() as fake:  # doctest: +SKIP
         ...     async with DataFast(fake.api_key, base_url=fake.base_url) as df:
         ...         await df.send("visitor-1", "signup")
+        ...         await df.send_payment(49.99, "usd", "ch_1")
         ...     assert fake.goals[0].name == "signup"
+        ...     assert fake.payments[0].currency == "USD"
     """
 
     #: How many requests ``requests`` keeps (the most recent ones).
@@ -218,6 +302,7 @@ class FakeDataFast:
         capacity: int | None = None,
         rate_limit: float | None = None,
         over_capacity: int = 429,
+        permissions: Collection[str] | None = None,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty str")
@@ -248,13 +333,19 @@ class FakeDataFast:
         self._over_capacity = over_capacity
         self._refused = 0
         self.known_visitors = known_visitors
+        self.permissions = permissions
         self._website_id = website_id
         self._fail_rate = float(fail_rate)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._goals: list[Goal] = []
+        self._goal_times: list[datetime.datetime] = []  # beside _goals: each one's receive time
+        # By transaction_id, in the order first recorded: each payment and its receive time.
+        self._payments: dict[str, tuple[Payment, datetime.datetime]] = {}
+        self._identities: list[Identify] = []
+        self._profiles: dict[str, str] = {}  # user_id -> profileId
         self._requests: deque[FakeRequest] = deque(maxlen=self.MAX_REQUESTS)
-        self._script: deque[list[Any]] = deque()  # [fault, answers left]
+        self._script: deque[list[Any]] = deque()  # [fault, answers left, path or None]
         self._seen: weakref.WeakSet[object] = weakref.WeakSet()
         self._connections = 0
         self._in_flight = 0
@@ -270,7 +361,8 @@ class FakeDataFast:
         where = self.base_url if self._runner is not None else "not started"
         return (
             f"FakeDataFast({where}, api_key={mask_key(self._api_key)!r}, "
-            f"goals={len(self._goals)}, requests={len(self._requests)})"
+            f"goals={len(self._goals)}, payments={len(self._payments)}, "
+            f"identities={len(self._identities)}, requests={len(self._requests)})"
         )
 
     # -- what tests read ----------------------------------------------------------------------
@@ -308,10 +400,55 @@ class FakeDataFast:
         self._known_visitors = None if visitors is None else frozenset(visitors)
 
     @property
+    def permissions(self) -> frozenset[str]:
+        """The permissions of a ``dft_`` token (all three by default). Settable at any time
+        (``None``: all three again)."""
+        return self._permissions
+
+    @permissions.setter
+    def permissions(self, permissions: Collection[str] | None) -> None:
+        if permissions is None:
+            self._permissions = ALL_PERMISSIONS
+            return
+        if isinstance(permissions, str) or not all(isinstance(p, str) for p in permissions):
+            raise ValueError(
+                "permissions must be a collection of str (such as {'goals:write'}), got "
+                f"{permissions!r}"
+            )
+        self._permissions = frozenset(permissions)
+
+    @property
     def goals(self) -> list[Goal]:
-        """A copy of the accepted goals, in the order they were accepted."""
+        """A copy of the accepted goals (less the deleted ones), in the order accepted."""
         with self._lock:
             return list(self._goals)
+
+    @property
+    def received_goals(self) -> list[tuple[Goal, datetime.datetime]]:
+        """``goals``, each with the time the fake received it (UTC, to the millisecond): the
+        time a delete's range is matched against."""
+        with self._lock:
+            return list(zip(self._goals, self._goal_times, strict=True))
+
+    @property
+    def payments(self) -> list[Payment]:
+        """A copy of the recorded payments (less the deleted ones), once per transaction, in
+        the order first recorded. A duplicate changes nothing here."""
+        with self._lock:
+            return [payment for payment, _ in self._payments.values()]
+
+    @property
+    def received_payments(self) -> list[tuple[Payment, datetime.datetime]]:
+        """``payments``, each with the time the fake received it (UTC, to the millisecond);
+        a delete's range is matched against the payment's ``timestamp``, else this."""
+        with self._lock:
+            return list(self._payments.values())
+
+    @property
+    def identities(self) -> list[Identify]:
+        """A copy of the accepted identifies, in order (a repeat is recorded again)."""
+        with self._lock:
+            return list(self._identities)
 
     @property
     def requests(self) -> list[FakeRequest]:
@@ -349,13 +486,17 @@ class FakeDataFast:
         retry_after: float | str | None = None,
         disconnect: bool = False,
         delay: float = 0.0,
+        path: str | None = None,
     ) -> None:
         """Script the next ``times`` answers, after those already scripted.
 
-        Each request takes the oldest scripted answer left. ``delay`` seconds pass first;
-        then the connection is dropped (``disconnect``), or ``status`` is answered (DataFast's
-        envelope, or an HTML page for 502, 503 and 504 as a gateway sends), or, with neither,
-        the request is handled normally (a slow success). Only that last kind records a goal.
+        Each request takes the oldest scripted answer left that applies to it: one scripted
+        with no ``path`` applies to every request, one with a ``path`` only to requests to
+        that endpoint (any method); a request to another path neither sees nor uses it.
+        ``delay`` seconds pass first; then the connection is dropped (``disconnect``), or
+        ``status`` is answered (DataFast's envelope, or an HTML page for 502, 503 and 504 as a
+        gateway sends), or, with neither, the request is handled normally (a slow success).
+        Only that last kind records (or deletes) anything.
 
         Args:
             status: An error status (400 to 599) to answer.
@@ -364,9 +505,12 @@ class FakeDataFast:
                 is (an HTTP date, say).
             disconnect: Close the connection without answering.
             delay: Seconds to wait before answering; longer than a client's timeout, a hang.
+            path: Only requests to this endpoint's path (``"/api/v1/payments"``; no query)
+                take these answers. ``None``: every request.
 
         Raises:
-            ValueError: An argument is out of range, or ``status`` with ``disconnect``.
+            ValueError: An argument is out of range, ``status`` with ``disconnect``, or
+                ``path`` is not one of the fake's endpoints.
         """
         if status is not None and (
             isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599
@@ -376,14 +520,21 @@ class FakeDataFast:
             raise ValueError("give status or disconnect=True, not both")
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times must be an int >= 1, got {times!r}")
+        if path is not None and path not in METHODS:
+            raise ValueError(f"path must be one of {sorted(METHODS)} or None, got {path!r}")
         fault = _Fault(status, _retry_after_text(retry_after), disconnect, _seconds("delay", delay))
         with self._lock:
-            self._script.append([fault, times])
+            self._script.append([fault, times, path])
 
     def reset(self) -> None:
-        """Forget the goals, requests, scripted answers and connection counters."""
+        """Forget the goals, payments, identities (and profiles), requests, scripted answers
+        and connection counters. The settings (``known_visitors``, ``permissions``) stay."""
         with self._lock:
             self._goals.clear()
+            self._goal_times.clear()
+            self._payments.clear()
+            self._identities.clear()
+            self._profiles.clear()
             self._requests.clear()
             self._script.clear()
             self._seen = weakref.WeakSet()
@@ -481,6 +632,7 @@ class FakeDataFast:
     # -- serving ------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = _now()
         self._count_connection(request)
         self._in_flight += 1
         self._max_concurrent = max(self._max_concurrent, self._in_flight)
@@ -501,7 +653,7 @@ class FakeDataFast:
                 if over:
                     response = _fault_response(self._over_capacity, None)
                 else:
-                    response = await self._answer(request, parsed)
+                    response = await self._answer(request, parsed, arrived)
             if response is None and request.transport is not None:
                 request.transport.close()
             # aiohttp ignores an answer to a closed connection.
@@ -580,53 +732,129 @@ class FakeDataFast:
     def _closing_now(self) -> bool:
         return self._closing is not None and self._closing.is_set()
 
-    def _next_fault(self) -> _Fault | None:
+    def _next_fault(self, path: str) -> _Fault | None:
         with self._lock:
-            if self._script:
-                entry = self._script[0]
+            for index, entry in enumerate(self._script):
+                if entry[2] is not None and entry[2] != path:
+                    continue
                 entry[1] -= 1
                 if entry[1] == 0:
-                    self._script.popleft()
+                    del self._script[index]
                 fault: _Fault = entry[0]
                 return fault
             if self._fail_rate and self._random.random() < self._fail_rate:
                 return self._random.choice(_RANDOM_FAULTS)
         return None
 
-    async def _answer(self, request: web.Request, parsed: Any) -> web.Response | None:
+    async def _answer(
+        self, request: web.Request, parsed: Any, arrived: datetime.datetime
+    ) -> web.Response | None:
         """The answer to one request; ``None`` to drop the connection."""
-        fault = self._next_fault()
+        path = request.path
+        fault = self._next_fault(path)
         if fault is not None:
             if not await self._sleep(fault.delay) or fault.disconnect:
                 return None
             if fault.status is not None:
                 return _fault_response(fault.status, fault.retry_after)
-        if request.path != GOALS_PATH:
-            return _envelope(404, f"Not found: {request.path}")
-        if request.method != "POST":
-            response = _envelope(405, f"Method {request.method} not allowed; use POST")
-            response.headers["Allow"] = "POST"
+        methods = METHODS.get(path)
+        if methods is None:
+            return _envelope(404, f"Not found: {path}")
+        if request.method not in methods:
+            allowed = " or ".join(methods)
+            response = _envelope(405, f"Method {request.method} not allowed; use {allowed}")
+            response.headers["Allow"] = ", ".join(methods)
             return response
-        refusal = self._check_auth(request)
+        refusal = self._check_auth(request, PERMISSIONS[path])
         if refusal is not None:
             return refusal
-        if request.content_type != "application/json":
-            return _envelope(400, "Content-Type must be application/json")
-        if not isinstance(parsed, dict):
-            return _envelope(400, "Invalid JSON body: expected a JSON object")
         try:
-            goal = _goal_from_body(parsed)
+            if request.method == "DELETE":
+                if path == GOALS_PATH:
+                    return self._delete_goals(request.query)
+                return self._delete_payments(request.query)
+            if request.content_type != "application/json":
+                return _envelope(400, "Content-Type must be application/json")
+            if not isinstance(parsed, dict):
+                return _envelope(400, "Invalid JSON body: expected a JSON object")
+            if path == GOALS_PATH:
+                return self._create_goal(parsed, arrived)
+            if path == PAYMENTS_PATH:
+                return self._record_payment(parsed, arrived)
+            return self._identify(parsed)
         except ValidationError as exc:
             return _envelope(400, str(exc))
+
+    def _create_goal(self, body: dict[str, Any], arrived: datetime.datetime) -> web.Response:
+        goal = goal_from_body(body)
         visitors = self._known_visitors
         if visitors is not None and goal.visitor_id not in visitors:
-            return _envelope(404, "Visitor has no pageviews on this website")
+            return _envelope(404, _NO_PAGEVIEW)
         with self._lock:
             self._goals.append(goal)
+            self._goal_times.append(arrived)
         data = [{"message": _SUCCESS_MESSAGE, "eventId": _new_event_id()}]
         return web.json_response({"status": "success", "data": data})
 
-    def _check_auth(self, request: web.Request) -> web.Response | None:
+    def _record_payment(self, body: dict[str, Any], arrived: datetime.datetime) -> web.Response:
+        payment = payment_from_body(body)
+        transaction = payment.transaction_id
+        with self._lock:
+            duplicate = transaction in self._payments
+            if not duplicate:
+                self._payments[transaction] = (payment, arrived)
+        if duplicate:
+            message = _DUPLICATE_MESSAGE
+        else:
+            visitors, visitor = self._known_visitors, payment.visitor_id
+            attributed = visitor is not None and (visitors is None or visitor in visitors)
+            message = _PAYMENT_MESSAGE if attributed else _UNATTRIBUTED_MESSAGE
+        return web.json_response({"message": message, "transaction_id": transaction})
+
+    def _identify(self, body: dict[str, Any]) -> web.Response:
+        identify = identify_from_body(body)
+        visitors = self._known_visitors
+        if visitors is not None and identify.visitor_id not in visitors:
+            return _envelope(404, _NO_PAGEVIEW)
+        with self._lock:
+            self._identities.append(identify)
+            profile = self._profiles.get(identify.user_id)
+            created = profile is None
+            if profile is None:
+                profile = self._profiles[identify.user_id] = _new_event_id()
+        message = f"User profile {'created' if created else 'updated'} successfully"
+        return web.json_response(
+            {"status": "success", "data": {"message": message, "profileId": profile}}
+        )
+
+    def _delete_goals(self, query: Mapping[str, str]) -> web.Response:
+        which = goals_filter(query)
+        with self._lock:
+            kept = [
+                (goal, at)
+                for goal, at in zip(self._goals, self._goal_times, strict=True)
+                if not which.matches(goal, at)
+            ]
+            deleted = len(self._goals) - len(kept)
+            self._goals[:] = [goal for goal, _ in kept]
+            self._goal_times[:] = [at for _, at in kept]
+        return _deleted("goal", deleted, which.echoed)
+
+    def _delete_payments(self, query: Mapping[str, str]) -> web.Response:
+        which = payments_filter(query)
+        with self._lock:
+            doomed = [
+                transaction
+                for transaction, (payment, at) in self._payments.items()
+                if which.matches(payment, at)
+            ]
+            for transaction in doomed:
+                del self._payments[transaction]
+        if which.transaction_id is not None and not doomed:
+            return _envelope(404, f"Payment not found: no transaction {which.transaction_id!r}")
+        return _deleted("payment", len(doomed), which.echoed)
+
+    def _check_auth(self, request: web.Request, permission: str) -> web.Response | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return _envelope(401, "Missing API key: send 'Authorization: Bearer <key>'")
@@ -639,33 +867,13 @@ class FakeDataFast:
             return _envelope(400, "websiteId query parameter is required with a dft_ token")
         if self._website_id is not None and website != self._website_id:
             return _envelope(403, f"This token has no access to website {website!r}")
+        if permission not in self._permissions:
+            return _envelope(403, f"This API token lacks {permission} permission")
         return None
 
 
-def _goal_from_body(body: dict[str, Any]) -> Goal:
-    """The goal a request body describes; ``ValidationError`` with a wire-level message."""
-    visitor = body.get("datafast_visitor_id", body.get("visitorId"))
-    if not isinstance(visitor, str) or not visitor:
-        raise ValidationError(
-            "visitor_id", "datafast_visitor_id is required and must be a non-empty string"
-        )
-    if "name" not in body:
-        raise ValidationError("name", "name is required")
-    description = body.get("description")
-    if "description" in body and not isinstance(description, str):
-        raise ValidationError(
-            "description", "description must be a string (leave it out when there is none)"
-        )
-    metadata = body.get("metadata")
-    if "metadata" in body:
-        if not isinstance(metadata, dict):
-            raise ValidationError(
-                "metadata", "metadata must be an object (leave it out when there is none)"
-            )
-        for key, value in metadata.items():
-            if not isinstance(value, (str, int, float)):  # bool is an int
-                raise ValidationError(
-                    f"metadata.{key}",
-                    f"metadata value for {key!r} must be a string, number or boolean",
-                )
-    return Goal(visitor, body["name"], description, metadata)
+def _deleted(noun: str, count: int, echoed: Mapping[str, str]) -> web.Response:
+    """A delete's success answer: how many were deleted, and the filters echoed."""
+    message = f"{count} {noun}{'' if count == 1 else 's'} deleted successfully"
+    data = [{"message": message, "deleted": count, **echoed}]
+    return web.json_response({"status": "success", "data": data})

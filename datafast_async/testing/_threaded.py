@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import ssl as ssl_module
 import threading
 from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import TypeVar
 
+from .._kinds.identify import Identify
+from .._kinds.payments import Payment
 from .._models import Goal
 from ._fake import FakeDataFast, FakeRequest
 
@@ -39,6 +42,7 @@ class ThreadedFakeDataFast:
         ...     fake.fail_next(503, retry_after=0)
         ...     run_my_app(base_url=fake.base_url, api_key=fake.api_key)
         ...     assert [g.name for g in fake.goals] == ["signup"]
+        ...     assert [p.transaction_id for p in fake.payments] == ["ch_1"]
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class ThreadedFakeDataFast:
         capacity: int | None = None,
         rate_limit: float | None = None,
         over_capacity: int = 429,
+        permissions: Collection[str] | None = None,
     ) -> None:
         self._fake = FakeDataFast(
             api_key=api_key,
@@ -72,6 +77,7 @@ class ThreadedFakeDataFast:
             capacity=capacity,
             rate_limit=rate_limit,
             over_capacity=over_capacity,
+            permissions=permissions,
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,9 +182,39 @@ class ThreadedFakeDataFast:
         self._fake.known_visitors = visitors
 
     @property
+    def permissions(self) -> frozenset[str]:
+        """The permissions of a ``dft_`` token (all three by default). Settable at any time
+        (``None``: all three again)."""
+        return self._fake.permissions
+
+    @permissions.setter
+    def permissions(self, permissions: Collection[str] | None) -> None:
+        self._fake.permissions = permissions
+
+    @property
     def goals(self) -> list[Goal]:
-        """A copy of the accepted goals, in order."""
+        """A copy of the accepted goals (less the deleted ones), in order."""
         return self._fake.goals
+
+    @property
+    def received_goals(self) -> list[tuple[Goal, datetime.datetime]]:
+        """``goals``, each with the time the fake received it (UTC, to the millisecond)."""
+        return self._fake.received_goals
+
+    @property
+    def payments(self) -> list[Payment]:
+        """A copy of the recorded payments (less the deleted ones), once per transaction."""
+        return self._fake.payments
+
+    @property
+    def received_payments(self) -> list[tuple[Payment, datetime.datetime]]:
+        """``payments``, each with the time the fake received it (UTC, to the millisecond)."""
+        return self._fake.received_payments
+
+    @property
+    def identities(self) -> list[Identify]:
+        """A copy of the accepted identifies, in order."""
+        return self._fake.identities
 
     @property
     def requests(self) -> list[FakeRequest]:
@@ -213,18 +249,26 @@ class ThreadedFakeDataFast:
         retry_after: float | str | None = None,
         disconnect: bool = False,
         delay: float = 0.0,
+        path: str | None = None,
     ) -> None:
-        """Script the next answers; see ``FakeDataFast.fail_next``.
+        """Script the next answers (only for ``path``'s endpoint, when given); see
+        ``FakeDataFast.fail_next``.
 
         Raises:
             ValueError: An argument is out of range.
         """
         self._fake.fail_next(
-            status, times=times, retry_after=retry_after, disconnect=disconnect, delay=delay
+            status,
+            times=times,
+            retry_after=retry_after,
+            disconnect=disconnect,
+            delay=delay,
+            path=path,
         )
 
     def reset(self) -> None:
-        """Forget the goals, requests, scripted answers and connection counters."""
+        """Forget the goals, payments, identities, requests, scripted answers and connection
+        counters."""
         self._fake.reset()
 
     def pause(self) -> None:
