@@ -88,6 +88,8 @@ class Fate:
         spool = self._spool
         if spool is not None:
             spool.settled(delivery, _FAILED)
+        if error.maybe_delivered and delivery._kind.idempotent:
+            error.maybe_delivered = False  # sending it again cannot record it twice
         delivery._settle(error)
         if self._reporter is not None:
             self._reporter.failed(delivery, error)
@@ -118,6 +120,8 @@ class Fate:
         queue = self._queue
         if not queue.is_active(delivery):
             return
+        if delivery._kind.idempotent:
+            maybe = False  # an idempotent request sent again cannot be recorded twice
         spool = self._spool
         if spool is not None and spool.keep(delivery) and queue.to_disk(delivery, again=False):
             error = shutdown_error(last, maybe, f"{reason}; kept in the spool for the next start")

@@ -54,6 +54,7 @@ class Deletion:
     """A delete endpoint: what the sender needs to call it and read its answer."""
 
     method = "DELETE"
+    idempotent = True  # deleting again deletes nothing more
     index = -1  # not a kind: no ledger column, no target of its own
     #: A 404 here means that nothing matched (no such transaction), not a missing visitor.
     not_found: type[APIError] = NotFoundError
@@ -105,7 +106,12 @@ def _moment(field: str, value: object) -> datetime.datetime:
             f"{field} must be an aware datetime (with a time zone, such as "
             "datetime.timezone.utc): a naive one would be read in an unknown zone",
         )
-    return value
+    try:
+        return value.astimezone(datetime.timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValidationError(
+            field, f"{field} {value!r} is out of range once converted to UTC"
+        ) from None
 
 
 def _range(start: object, end: object) -> Query:

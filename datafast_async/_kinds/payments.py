@@ -152,7 +152,12 @@ def _timestamp(timestamp: object) -> datetime.datetime | None:
             "timestamp must be an aware datetime (with a time zone, such as "
             "datetime.timezone.utc): a naive one would be read in an unknown zone",
         )
-    utc = timestamp.astimezone(_UTC)
+    try:
+        utc = timestamp.astimezone(_UTC)
+    except (OverflowError, ValueError):
+        raise ValidationError(
+            "timestamp", f"timestamp {timestamp!r} is out of range once converted to UTC"
+        ) from None
     # To the millisecond, as it is sent: the value is what the API gets.
     return utc.replace(microsecond=utc.microsecond - utc.microsecond % 1000)
 
@@ -191,7 +196,11 @@ def validate(
 def format_timestamp(moment: datetime.datetime) -> str:
     """ISO 8601 in UTC with milliseconds, as JavaScript writes it: ``2026-12-07T15:21:00.000Z``."""
     utc = moment.astimezone(_UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    # Written out: strftime's %Y does not pad years before 1000 on every platform.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> datetime.datetime:

@@ -91,16 +91,15 @@ class Refill:
 
     def all_parked(self) -> bool:
         """Whether every request pending is parked on disk behind a circuit that is not
-        closed."""
+        closed, or waits in memory for its endpoint's circuit (``Schedule.held``)."""
+        if self._spool is None:
+            return False
         queue = self._queue
-        return (
-            self._spool is not None
-            and not self._circuit.closed
-            and bool(queue.spooled)
-            and not len(queue)
-            and not len(self._schedule)
-            and not queue.pending
-        )
+        held = self._schedule.held
+        on_disk = bool(queue.spooled)
+        if not (on_disk or held) or (on_disk and self._circuit.closed):
+            return False
+        return not len(queue) and queue.pending == held
 
     def check_parked(self) -> None:
         """When every request pending is parked on disk and the API is not taking them, a

@@ -394,7 +394,10 @@ class Sender:
                         self.gate.answered(token)
                     return endpoint.read_result(outcome)
                 if isinstance(outcome, TransportError) and outcome.maybe_delivered:
-                    maybe = True
+                    if endpoint.idempotent:
+                        outcome.maybe_delivered = False  # sent again, it cannot count twice
+                    else:
+                        maybe = True
                 if _is_congestion(outcome):
                     self.limiter.congested(epoch)
                 self.gate.observe(token, outcome, scoped)
