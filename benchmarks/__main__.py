@@ -26,7 +26,17 @@ from . import _report
 from ._proc import CLIENT_CPU, SERVER_CPU, cpu_count, pin
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("enqueue", "delivery", "handler", "memory", "drain", "adaptive", "spool", "loop")
+SECTIONS = (
+    "enqueue",
+    "delivery",
+    "payments",
+    "handler",
+    "memory",
+    "drain",
+    "adaptive",
+    "spool",
+    "loop",
+)
 
 # (full, quick) settings of each section.
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -34,6 +44,16 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "delivery": (
         {"total": 5_000, "rounds": 11, "concurrencies": (8, 32, 64)},
         {"total": 200, "rounds": 1, "concurrencies": (8, 32, 64)},
+    ),
+    "payments": (
+        {
+            "total": 5_000,
+            "rounds": 7,
+            "concurrencies": (8, 64),
+            "enqueue_rounds": 20,
+            "batch": 5_000,
+        },
+        {"total": 200, "rounds": 1, "concurrencies": (8, 64), "enqueue_rounds": 2, "batch": 300},
     ),
     "handler": (
         {
@@ -130,6 +150,10 @@ def _run_section(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         from . import delivery
 
         return delivery.run(**settings)
+    if name == "payments":
+        from . import payments
+
+        return payments.run(**settings)
     if name == "handler":
         from . import handler
 

@@ -125,6 +125,7 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             ratio,
             lambda v: v <= 1.10,
         )
+    _payments_goals(results.get("payments"), add)
     _handler_goals(results.get("handler"), add)
     memory = results.get("memory")
     per_goal = _s(memory, "bytes_per_goal")
@@ -167,6 +168,35 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
 def _count(value: float) -> dict[str, Any]:
     """A single count (a whole run's total) in the shape the table's cells take."""
     return {"median": value, "min": value, "max": value}
+
+
+def _payments_goals(payments: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """Payments through the same pipeline: the goals' ratios."""
+    if not payments:
+        return
+    delivery = payments.get("delivery") or {}
+    for n in sorted(delivery, key=int):
+        ratio = _s(delivery, n, "rate_ratio")
+        add(
+            f"delivered payments/s, N = {n}",
+            (_s(delivery, n, "sdk_rate"), "/s"),
+            ("raw aiohttp loop (payments)", _s(delivery, n, "raw_rate"), "/s"),
+            ratio,
+            "≥ 0.95×",
+            ratio,
+            lambda v: v >= 0.95,
+        )
+    enqueue = payments.get("enqueue")
+    ratio = _s(enqueue, "ratio")
+    add(
+        "`track_payment_nowait`, validation included",
+        (_s(enqueue, "track_payment_nowait_ns"), "ns"),
+        ("`track_nowait`", _s(enqueue, "track_nowait_ns"), "ns"),
+        ratio,
+        "≤ 1.3× `track_nowait`",
+        ratio,
+        lambda v: v <= 1.3,
+    )
 
 
 def _handler_goals(handler: dict[str, Any] | None, add: Callable[..., None]) -> None:
@@ -460,6 +490,11 @@ def _details(results: dict[str, Any]) -> list[tuple[str, str]]:
         )
         add(f"raw aiohttp loop, N = {n}: client CPU per goal", _s(delivery, n, "raw_cpu"), "µs")
         add(f"SDK, N = {n}: client CPU per goal", _s(delivery, n, "sdk_cpu"), "µs")
+    payments = results.get("payments") or {}
+    for n in sorted(payments.get("delivery") or {}, key=int):
+        section = payments["delivery"]
+        add(f"SDK, N = {n}: client CPU per payment", _s(section, n, "sdk_cpu"), "µs")
+        add(f"raw aiohttp loop, N = {n}: client CPU per payment", _s(section, n, "raw_cpu"), "µs")
     _handler_details(results.get("handler"), add, out)
     memory = results.get("memory")
     add("bytes per queued goal (SDK)", _s(memory, "bytes_per_goal"), "B")

@@ -1,6 +1,7 @@
 """A fast HTTP/1.1 server standing in for the DataFast API: ``python -m benchmarks._server``.
 
-It answers every ``POST`` with DataFast's success body (``GET /__stats`` with its counters), on
+It answers every ``POST`` with DataFast's success body (for ``/api/v1/payments``, the payments
+answer) (``GET /__stats`` with its counters), on
 keep-alive connections, after ``--latency`` seconds (each answer's latency drawn uniformly
 within ``--jitter`` of it). Like a real API under load it can have a capacity: with
 ``--capacity-rps`` a token bucket (a tenth of a second of burst) admits requests, and those
@@ -33,6 +34,18 @@ _OK = (
     + str(len(_BODY)).encode()
     + b"\r\n\r\n"
     + _BODY
+)
+
+
+# DataFast's answer to a payment: a bare object (the transaction id is not read back here).
+_PAID_BODY = (
+    b'{"message":"Payment recorded and attributed successfully","transaction_id":"ch_bench"}'
+)
+_PAID = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(_PAID_BODY)).encode()
+    + b"\r\n\r\n"
+    + _PAID_BODY
 )
 
 
@@ -161,7 +174,7 @@ class _Http(asyncio.Protocol):
                 continue
             _Counters.requests += 1
             _Counters.bytes_in += total
-            answer = _OK
+            answer = _PAID if head.startswith(b"post /api/v1/payments") else _OK
             if self._bucket is not None and not self._bucket.take():
                 answer = self._over
                 _Counters.refused += 1

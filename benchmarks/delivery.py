@@ -39,7 +39,9 @@ HEADERS = {
 }
 
 
-async def raw_loop(url: str, total: int, concurrency: int) -> tuple[float, float]:
+async def raw_loop(
+    url: str, total: int, concurrency: int, body: bytes = BODY
+) -> tuple[float, float]:
     """The reference: N workers on one pooled keep-alive session posting a prebuilt body and
     reading (not parsing) each answer. Returns (wall seconds, CPU seconds)."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
@@ -47,11 +49,11 @@ async def raw_loop(url: str, total: int, concurrency: int) -> tuple[float, float
         connector=connector, skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding")
     ) as session:
         # One request per connection first, so that both sides start with warm connections.
-        await _raw_batch(session, url, concurrency, concurrency)
+        await _raw_batch(session, url, concurrency, concurrency, body=body)
         remaining = [total]
         gc.collect()
         wall, cpu = time.perf_counter(), time.process_time()
-        await _raw_batch(session, url, total, concurrency, remaining)
+        await _raw_batch(session, url, total, concurrency, remaining, body=body)
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -61,13 +63,15 @@ async def _raw_batch(
     total: int,
     concurrency: int,
     remaining: list[int] | None = None,
+    *,
+    body: bytes = BODY,
 ) -> None:
     left = [total] if remaining is None else remaining
 
     async def worker() -> None:
         while left[0] > 0:
             left[0] -= 1
-            async with session.post(url, data=BODY, headers=HEADERS) as response:
+            async with session.post(url, data=body, headers=HEADERS) as response:
                 await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"the server answered {response.status}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import attrs
@@ -96,22 +96,31 @@ DELETE_PAYMENTS = Deletion("/api/v1/payments", "payments")
 
 
 def _moment(field: str, value: object) -> datetime.datetime:
-    if not isinstance(value, datetime.datetime):
+    if not issubclass(type(value), datetime.datetime):
         raise ValidationError(
             field, f"{field} must be a datetime (aware: with a time zone), got {type_name(value)}"
         )
-    if value.tzinfo is None or value.utcoffset() is None:
+    moment = cast(datetime.datetime, value)
+    try:
+        offset = None if moment.tzinfo is None else moment.utcoffset()
+    except Exception as exc:  # an application's own tzinfo that fails
+        raise ValidationError(
+            field, f"{field}'s time zone could not give its offset: {exc!r}"
+        ) from None
+    if offset is None:
         raise ValidationError(
             field,
             f"{field} must be an aware datetime (with a time zone, such as "
             "datetime.timezone.utc): a naive one would be read in an unknown zone",
         )
     try:
-        return value.astimezone(datetime.timezone.utc)
+        return moment.astimezone(datetime.timezone.utc)
     except (OverflowError, ValueError):
         raise ValidationError(
-            field, f"{field} {value!r} is out of range once converted to UTC"
+            field, f"{field} {moment!r} is out of range once converted to UTC"
         ) from None
+    except Exception as exc:
+        raise ValidationError(field, f"{field} could not be converted to UTC: {exc!r}") from None
 
 
 def _range(start: object, end: object) -> Query:
