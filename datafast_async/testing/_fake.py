@@ -118,6 +118,7 @@ class _Fault:
     retry_after: str | None = None
     disconnect: bool = False
     delay: float = 0.0
+    lose_answer: bool = False
 
 
 _RANDOM_FAULTS = (
@@ -487,6 +488,7 @@ class FakeDataFast:
         disconnect: bool = False,
         delay: float = 0.0,
         path: str | None = None,
+        lose_answer: bool = False,
     ) -> None:
         """Script the next ``times`` answers, after those already scripted.
 
@@ -496,7 +498,9 @@ class FakeDataFast:
         ``delay`` seconds pass first; then the connection is dropped (``disconnect``), or
         ``status`` is answered (DataFast's envelope, or an HTML page for 502, 503 and 504 as a
         gateway sends), or, with neither, the request is handled normally (a slow success).
-        Only that last kind records (or deletes) anything.
+        Only that last kind records (or deletes) anything. ``lose_answer``: the request is
+        handled normally (recorded), then the connection is dropped without the answer, as
+        when a connection breaks after the server recorded a request.
 
         Args:
             status: An error status (400 to 599) to answer.
@@ -507,6 +511,7 @@ class FakeDataFast:
             delay: Seconds to wait before answering; longer than a client's timeout, a hang.
             path: Only requests to this endpoint's path (``"/api/v1/payments"``; no query)
                 take these answers. ``None``: every request.
+            lose_answer: Record the request, then drop the connection without answering.
 
         Raises:
             ValueError: An argument is out of range, ``status`` with ``disconnect``, or
@@ -518,11 +523,19 @@ class FakeDataFast:
             raise ValueError(f"status must be an error status (400 to 599), got {status!r}")
         if status is not None and disconnect:
             raise ValueError("give status or disconnect=True, not both")
+        if lose_answer and (status is not None or disconnect):
+            raise ValueError("lose_answer=True handles the request: not with status or disconnect")
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times must be an int >= 1, got {times!r}")
         if path is not None and path not in METHODS:
             raise ValueError(f"path must be one of {sorted(METHODS)} or None, got {path!r}")
-        fault = _Fault(status, _retry_after_text(retry_after), disconnect, _seconds("delay", delay))
+        fault = _Fault(
+            status,
+            _retry_after_text(retry_after),
+            disconnect,
+            _seconds("delay", delay),
+            lose_answer,
+        )
         with self._lock:
             self._script.append([fault, times, path])
 
@@ -757,6 +770,16 @@ class FakeDataFast:
                 return None
             if fault.status is not None:
                 return _fault_response(fault.status, fault.retry_after)
+        response = self._route(request, parsed, arrived)
+        if fault is not None and fault.lose_answer:
+            return None  # handled (recorded), and the answer is lost with the connection
+        return response
+
+    def _route(
+        self, request: web.Request, parsed: Any, arrived: datetime.datetime
+    ) -> web.Response:
+        """The endpoint's own answer (its rules, what it records or deletes)."""
+        path = request.path
         methods = METHODS.get(path)
         if methods is None:
             return _envelope(404, f"Not found: {path}")

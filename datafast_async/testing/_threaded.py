@@ -250,9 +250,10 @@ class ThreadedFakeDataFast:
         disconnect: bool = False,
         delay: float = 0.0,
         path: str | None = None,
+        lose_answer: bool = False,
     ) -> None:
-        """Script the next answers (only for ``path``'s endpoint, when given); see
-        ``FakeDataFast.fail_next``.
+        """Script the next answers (only for ``path``'s endpoint, when given; ``lose_answer``:
+        record, then drop the connection unanswered); see ``FakeDataFast.fail_next``.
 
         Raises:
             ValueError: An argument is out of range.
@@ -264,6 +265,7 @@ class ThreadedFakeDataFast:
             disconnect=disconnect,
             delay=delay,
             path=path,
+            lose_answer=lose_answer,
         )
 
     def reset(self) -> None:
