@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._delivery import Delivery
 from ._errors import DataFastError, ShutdownError
-from ._kinds import KINDS
+from ._kinds import KINDS, by_name
 from ._queue import RequestQueue
 from ._reporting import DropLog, Reporter, logger
 
@@ -191,8 +191,11 @@ class Fate:
         total = sum(every.values())
         if not total:
             return 0
-        parts = [f"{sum(every.values())} {_counted(every)}"]
-        parts.append(f"were still undelivered at the shutdown deadline ({seconds:g} s):")
+        parts = [f"{total} {_counted(every)}"]
+        parts.append(
+            f"{'was' if total == 1 else 'were'} still undelivered at the shutdown deadline "
+            f"({seconds:g} s):"
+        )
         said = []
         if kept:
             said.append(
@@ -217,11 +220,15 @@ class Fate:
 
 
 def _counted(by_kind: dict[str, int]) -> str:
-    """``"goals"`` for one kind; ``"requests (12 goals, 1 payments)"`` for several."""
+    """``"goals"`` for one kind; ``"requests (12 goals, 1 payment)"`` for several."""
     if len(by_kind) == 1:
-        (name,) = by_kind
-        return name
-    inner = ", ".join(f"{count} {name}" for name, count in by_kind.items())
+        ((name, count),) = by_kind.items()
+        kind = by_name(name)
+        return kind.noun if count == 1 else kind.plural
+    inner = ", ".join(
+        f"{count} {by_name(name).noun if count == 1 else by_name(name).plural}"
+        for name, count in by_kind.items()
+    )
     return f"requests ({inner})"
 
 

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
@@ -202,10 +203,10 @@ class API:
     def _answer(self, request: Request) -> Response:
         mode = self.mode
         if mode == "up":
-            self.delivered[json.loads(request.body)["metadata"]["i"]] += 1
-            return ok()
+            self.delivered[number_of(request)] += 1
+            return success_for(request)
         if mode == "bad":
-            self.refused[json.loads(request.body)["metadata"]["i"]] += 1
+            self.refused[number_of(request)] += 1
             return error(400, "bad goal")
         if mode == "refused":
             return error(401, "Invalid API key")
@@ -221,12 +222,42 @@ def spool_client(path: Path | str, api: API, **kwargs: Any) -> DataFast:
     return DataFast(spool_path=path, _transport_factory=api.factory, **kwargs)
 
 
-def track(df: DataFast, start: int, count: int) -> list[Any]:
-    """``count`` goals whose metadata ``"i"`` counts from ``start``; their deliveries."""
-    return [
-        df.track_nowait(VISITOR, "signup", metadata={"i": str(i)})
-        for i in range(start, start + count)
-    ]
+def track(df: DataFast, start: int, count: int, kind: str = "goals") -> list[Any]:
+    """``count`` requests of ``kind`` numbered from ``start`` (a goal's metadata ``"i"``, a
+    payment's ``transaction_id`` ``"tx<i>"``, an identify's ``user_id`` ``"u<i>"``); their
+    deliveries."""
+    numbers = range(start, start + count)
+    if kind == "payments":
+        return [df.track_payment_nowait(1, "usd", f"tx{i}", visitor_id=VISITOR) for i in numbers]
+    if kind == "identify":
+        return [df.identify_nowait(VISITOR, f"u{i}") for i in numbers]
+    return [df.track_nowait(VISITOR, "signup", metadata={"i": str(i)}) for i in numbers]
+
+
+def number_of(request: Request) -> str:
+    """The number ``track`` gave the request (any kind), as a str."""
+    body = json.loads(request.body)
+    path = urlsplit(request.url).path
+    if path.endswith("/payments"):
+        return str(body["transaction_id"][2:])
+    if path.endswith("/identify"):
+        return str(body["user_id"][1:])
+    return str(body["metadata"]["i"])
+
+
+def success_for(request: Request) -> Response:
+    """DataFast's success answer for the request's endpoint."""
+    path = urlsplit(request.url).path
+    if path.endswith("/payments"):
+        paid = {
+            "message": "Payment recorded and attributed successfully",
+            "transaction_id": json.loads(request.body)["transaction_id"],
+        }
+        return Response(200, json.dumps(paid).encode(), "OK")
+    if path.endswith("/identify"):
+        body = {"status": "success", "data": {"message": "User profile created", "profileId": "p"}}
+        return Response(200, json.dumps(body).encode(), "OK")
+    return ok()
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
