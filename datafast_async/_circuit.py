@@ -71,6 +71,14 @@ class Circuit:
     def closed(self) -> bool:
         return self.state is CircuitState.CLOSED
 
+    def peek(self) -> CircuitState:
+        """The state now, changing nothing (from any thread): an open circuit whose cool-down
+        has ended reads as half-open."""
+        state = self.state
+        if state is CircuitState.OPEN and self._loop.time() >= self.until:
+            return CircuitState.HALF_OPEN
+        return state
+
     def refresh(self) -> CircuitState:
         """The state now: an open circuit whose cool-down has ended is half-open."""
         if self.state is CircuitState.OPEN and self._loop.time() >= self.until:

@@ -342,6 +342,10 @@ class DataFast(WriteAPI):
         """A snapshot of the counters of the current (or last) run."""
         return self._life.run.stats()
 
+    def _circuit_states(self) -> dict[str, str]:
+        """The circuits' states (``datafast_async.metrics`` reads them), from any thread."""
+        return self._life.run.circuit_states()
+
     def __del__(self) -> None:
         life: Life | None = getattr(self, "_life", None)
         if life is not None:

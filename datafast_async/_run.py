@@ -145,6 +145,18 @@ class Run:
         limit = self.sender.limiter.limit if self.bound else self._initial_limit
         return self.queue.snapshot(limit)
 
+    def circuit_states(self) -> dict[str, str]:
+        """The circuits' states now (``"closed"``, ``"open"``, ``"half-open"``): the client's
+        (``"client"``, every endpoint) and each kind's endpoint's (by kind name). From any
+        thread; it changes nothing."""
+        states = {"client": "closed", **{kind.name: "closed" for kind in KINDS}}
+        if self.bound:
+            sender = self.sender
+            states["client"] = sender.circuit.peek().value
+            for kind in KINDS:
+                states[kind.name] = sender.kind_circuits[kind.index].peek().value
+        return states
+
     def loop_is_gone(self) -> bool:
         """The loop this run was bound to has ended (closed, or stopped running)."""
         if not self.bound:
