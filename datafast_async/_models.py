@@ -58,17 +58,24 @@ class _Metadata(dict[str, str]):
     def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("a Goal's metadata is read-only; copy it with dict(goal.metadata)")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only
+    __setitem__ = __delitem__ = __ior__ = __init__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
 
-    def __reduce__(self) -> tuple[type[_Metadata], tuple[dict[str, str]]]:
-        return (_Metadata, (dict(self),))
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, str]]]:
+        return (_metadata_of, (dict(self),))
 
     def __copy__(self) -> _Metadata:
         return self  # immutable: a copy is the same value
 
     def __deepcopy__(self, memo: dict[int, object]) -> _Metadata:
         return self
+
+
+def _metadata_of(items: dict[str, str]) -> _Metadata:
+    """A read-only copy of ``items`` (its ``__init__`` refuses: it would change it)."""
+    metadata: _Metadata = dict.__new__(_Metadata)
+    dict.update(metadata, items)
+    return metadata
 
 
 _set_visitor_id = Goal.__dict__["visitor_id"].__set__
@@ -90,7 +97,7 @@ def _fill(
     _set_description(goal, description)
     # Its own read-only copy: the caller's dict (or a Delivery's, which is what gets sent)
     # cannot change it, nor can it change them.
-    _set_metadata(goal, None if metadata is None else _Metadata(metadata))
+    _set_metadata(goal, None if metadata is None else _metadata_of(metadata))
 
 
 def checked_goal(

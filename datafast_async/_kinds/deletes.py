@@ -132,9 +132,12 @@ def _range(start: object, end: object) -> Query:
         missing = "start" if start is None else "end"
         raise ValidationError(missing, "start and end go together: give both, or neither")
     first, last = _moment("start", start), _moment("end", end)
-    if not first < last:
-        raise ValidationError("end", f"end must be after start ({last} is not after {first})")
     since, until = format_timestamp(first), format_timestamp(last)
+    # Compared as sent (to the millisecond): a range narrower than that would be empty.
+    if not since < until:
+        raise ValidationError(
+            "end", f"end must be after start, to the millisecond ({until} is not after {since})"
+        )
     return [("start", since), ("end", until), ("startAt", since), ("endAt", until)]
 
 

@@ -172,17 +172,24 @@ class _Traits(dict[str, Trait]):
     def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("an Identify's traits are read-only; copy them with dict(traits)")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only
+    __setitem__ = __delitem__ = __ior__ = __init__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
 
-    def __reduce__(self) -> tuple[type[_Traits], tuple[dict[str, Trait]]]:
-        return (_Traits, (dict(self),))
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Trait]]]:
+        return (_traits_of, (dict(self),))
 
     def __copy__(self) -> _Traits:
         return self
 
     def __deepcopy__(self, memo: dict[int, object]) -> _Traits:
         return self
+
+
+def _traits_of(items: dict[str, Trait]) -> _Traits:
+    """A read-only copy of ``items`` (its ``__init__`` refuses: it would change it)."""
+    traits: _Traits = dict.__new__(_Traits)
+    dict.update(traits, items)
+    return traits
 
 
 @attrs.frozen(init=False, weakref_slot=False)
@@ -223,7 +230,7 @@ def _fill(identify: Identify, fields: Fields) -> None:
     visitor_id, user_id, traits = fields
     _set_visitor_id(identify, visitor_id)
     _set_user_id(identify, user_id)
-    _set_traits(identify, None if traits is None else _Traits(traits))
+    _set_traits(identify, None if traits is None else _traits_of(traits))
 
 
 @attrs.frozen(weakref_slot=False)

@@ -68,7 +68,11 @@ def _amount(amount: object) -> Amount:
             ) from None
         return number
     if issubclass(type(amount), Decimal):
-        decimal = cast(Decimal, amount)
+        # Read as its value first: a subclass's own methods are not asked anything.
+        try:
+            decimal = Decimal(cast(Decimal, amount))
+        except Exception as exc:
+            raise ValidationError("amount", f"amount could not be read: {exc!r}") from None
         if not decimal.is_finite():
             raise ValidationError("amount", f"amount must be a finite number, got {decimal}")
         if decimal.is_signed() and decimal != 0:
@@ -78,7 +82,7 @@ def _amount(amount: object) -> Amount:
                 "amount", "amount is too large for a JSON number (more than about 1.8e308)"
             )
         # A subclass is read as its value (its own __str__ might not be a JSON number).
-        return Decimal(0) if decimal == 0 else Decimal(decimal)
+        return Decimal(0) if decimal == 0 else decimal
     raise ValidationError(
         "amount",
         f"amount must be an int, a float or a Decimal (major units: 49.99), got "
@@ -513,7 +517,7 @@ class PaymentKind(Kind[Payment, PaymentResult]):
 
     def rebuild(self, body: bytes) -> Fields | None:
         try:
-            data = json.loads(body, parse_float=Decimal)
+            data = json.loads(body)  # a float back as a float (the bytes are what is sent)
             if not isinstance(data, dict):
                 return None
             stamp = data.get("timestamp")
