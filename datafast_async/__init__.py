@@ -5,6 +5,7 @@ sender delivers it with bounded concurrency, retries, rate-limit handling and a 
 on shutdown. Nothing is lost without being counted and reported.
 """
 
+from ._background import BackgroundClient
 from ._client import DataFast
 from ._delivery import Delivery
 from ._errors import (
@@ -34,6 +35,7 @@ from ._version import __version__
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BackgroundClient",
     "BadRequestError",
     "ClientClosedError",
     "ConfigurationError",

@@ -57,6 +57,8 @@ PUBLIC = {
     "DeleteResult",
     "KindStats",
     "NotFoundError",
+    # sync code (decided for turn 3)
+    "BackgroundClient",
 }
 
 
