@@ -1,6 +1,6 @@
 """``DataFast``: the thin public facade. Settings in (``_options``), verbs out: requests to
-``_intake`` (through each kind's module in ``_kinds``), ``send`` to the sender, the life cycle
-to ``_run.Life``."""
+``_intake`` (each kind's rules in ``_kinds``; payments, identify, deletes in ``_write_api``),
+``send`` and the life cycle to ``_run.Life``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import os
 import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
 from ._config import check_positive, mask_key
 from ._delivery import Delivery
 from ._intake import Intake
-from ._kinds import GOALS, Endpoint, Fields, Kind, goals
+from ._kinds import GOALS, goals
 from ._models import GoalResult, Stats
 from ._options import OnFull, resolve_options
 from ._reporting import FailureCallback, SuccessCallback
@@ -27,14 +27,14 @@ from ._write_api import WriteAPI
 
 __all__ = ["DataFast"]
 
-R = TypeVar("R")
-_DISABLED = GoalResult(event_id=None, message="disabled")
+_DISABLED = GOALS.disabled()
 # The running loop of this thread (None outside one): the hot path's one check, in C.
 _get_running_loop = asyncio._get_running_loop
 
 
 class DataFast(WriteAPI):
-    """The DataFast goals client: validate now, queue in memory, deliver in the background.
+    """The DataFast client (goals here; payments, identify and deletes from ``WriteAPI``):
+    validate now, queue in memory, deliver in the background.
 
     Args:
         api_key: A ``df_`` website key or a ``dft_`` account token; ``None`` reads
@@ -113,8 +113,7 @@ class DataFast(WriteAPI):
         return self._life.run
 
     def _without_spool(self) -> None:
-        """Ignore ``DATAFAST_SPOOL_PATH`` (the command line's import without ``--spool``);
-        before the client is used."""
+        """Ignore ``DATAFAST_SPOOL_PATH`` (``import`` without ``--spool``), before any use."""
         self._options.spool_path = None
         self._life = Life(self._options)
         self._intake = Intake(self._options, self._life)
@@ -247,55 +246,7 @@ class DataFast(WriteAPI):
             ClientClosedError: The client was closed.
         """
         fields = goals.validate(visitor_id, name, description, metadata)
-        result: GoalResult = await self._send(GOALS, fields)
-        return result
-
-    # -- every kind: the verbs of the other kinds (``_write_api``) come here -------------
-
-    def _accept(self, delivery: Delivery[R]) -> Delivery[R]:
-        """Queue a validated request of any kind (``track_nowait``'s path, not inlined)."""
-        if not self._options.enabled:
-            delivery._settle(delivery._kind.disabled())
-            return delivery
-        run = self._life.run
-        if run.intake is _get_running_loop():
-            spool = run.spool
-            if spool is not None:
-                return self._intake.spooled(run, spool, delivery)
-            if run.queue.offer(delivery):
-                sender = run.sender
-                if sender.idle:
-                    sender.notify()
-                return delivery
-            return self._intake.refuse(delivery)
-        return self._intake.elsewhere(delivery)
-
-    async def _accept_waiting(self, delivery: Delivery[R]) -> Delivery[R]:
-        """``track``'s path for any kind: with ``on_full="block"``, wait for room."""
-        if self._options.on_full != "block":
-            return self._accept(delivery)
-        if not self._options.enabled:
-            delivery._settle(delivery._kind.disabled())
-            return delivery
-        return await self._intake.blocking(delivery)
-
-    async def _send(self, kind: Kind[Any, R], fields: Fields) -> R:
-        """``send()`` for any kind: now, with the retry policy."""
-        if not self._options.enabled:
-            return kind.disabled()
-        sender = self._life.current(start=False).sender
-        result: R = await sender.send_now(kind, kind.encode(fields))
-        return result
-
-    async def _call(self, endpoint: Endpoint, query: str, disabled: R) -> R:
-        """A direct call that is not queued (a delete), with the retry policy; ``query``
-        joins the one every request carries."""
-        if not self._options.enabled:
-            return disabled
-        target = self._options.settings.target(endpoint.path)
-        target += ("&" if "?" in target else "?") + query
-        sender = self._life.current(start=False).sender
-        result: R = await sender.send_now(endpoint, None, target)
+        result: GoalResult = await self._life.send_now(GOALS, GOALS.encode(fields))
         return result
 
     # -- waiting --------------------------------------------------------------------------
@@ -321,18 +272,15 @@ class DataFast(WriteAPI):
         return await self._life.flush(timeout)
 
     async def aclose(self, timeout: float | None = None) -> Stats:
-        """Stop accepting goals, deliver what can be delivered by one deadline, then stop.
+        """Stop accepting requests, deliver what can be delivered by one deadline, then stop.
 
-        Goals still undelivered at the deadline are reported to ``on_failure`` with a
-        ``ShutdownError`` and their ``Delivery`` settles with it; the client's own HTTP session
-        is closed. It completes even when the calling task is being cancelled (and then
-        re-raises the cancellation), and calling it again returns the same ``Stats``.
+        Requests still undelivered at the deadline stay in the spool (with one), else fail
+        with ``ShutdownError`` (``on_failure``); every ``Delivery`` settles and one WARNING
+        counts them. It returns within ``timeout`` plus about 1 s, completes even when the
+        calling task is being cancelled (then re-raises), and again returns the same ``Stats``.
 
         Args:
             timeout: Seconds until the deadline; ``None`` uses ``shutdown_timeout``.
-
-        Returns:
-            The final ``Stats``.
         """
         return await self._life.aclose(timeout)
 
@@ -342,8 +290,7 @@ class DataFast(WriteAPI):
         """A snapshot of the counters of the current (or last) run."""
         return self._life.run.stats()
 
-    def _circuit_states(self) -> dict[str, str]:
-        """The circuits' states (``datafast_async.metrics`` reads them), from any thread."""
+    def _circuit_states(self) -> dict[str, str]:  # for datafast_async.metrics; any thread
         return self._life.run.circuit_states()
 
     def __del__(self) -> None:

@@ -38,6 +38,7 @@ class Intake:
 
     def __init__(self, options: Options, life: Life) -> None:
         self._life = life
+        self._enabled = options.enabled
         self._on_full = options.on_full
         self._timeout = options.timeout
         self._max_queue_size = options.max_queue_size
@@ -48,6 +49,34 @@ class Intake:
             if options.spool_path is not None
             else f"the queue is full ({options.max_queue_size} requests)"
         )
+
+    def accept(self, delivery: Delivery[R]) -> Delivery[R]:
+        """Queue a validated request of any kind (``track_nowait``'s path; the client inlines
+        it for goals)."""
+        if not self._enabled:
+            delivery._settle(delivery._kind.disabled())
+            return delivery
+        run = self._life.run
+        if run.intake is _get_running_loop():
+            spool = run.spool
+            if spool is not None:
+                return self.spooled(run, spool, delivery)
+            if run.queue.offer(delivery):
+                sender = run.sender
+                if sender.idle:
+                    sender.notify()
+                return delivery
+            return self.refuse(delivery)
+        return self.elsewhere(delivery)
+
+    async def accept_waiting(self, delivery: Delivery[R]) -> Delivery[R]:
+        """``track``'s path for any kind: with ``on_full="block"``, wait for room."""
+        if self._on_full != "block":
+            return self.accept(delivery)
+        if not self._enabled:
+            delivery._settle(delivery._kind.disabled())
+            return delivery
+        return await self.blocking(delivery)
 
     def spooled(self, run: Run, spool: RunSpool, delivery: Delivery[R]) -> Delivery[R]:
         """With a spool, from any thread: into memory and the journal, or onto disk only."""

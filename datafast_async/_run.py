@@ -20,7 +20,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,7 +30,7 @@ from . import _delivery
 from ._config import check_positive
 from ._errors import ClientClosedError, DataFastError
 from ._fate import Fate
-from ._kinds import KINDS
+from ._kinds import KINDS, Endpoint
 from ._limiter import Limiter
 from ._models import Stats
 from ._options import Options
@@ -401,6 +401,24 @@ class Life:
         if run.state is RunState.RUNNING:
             raise DataFastError(OTHER_LOOP)
         raise ClientClosedError("the DataFast client is closed; call start() to use it again")
+
+    async def send_now(
+        self, endpoint: Endpoint, body: bytes | None, target: str | None = None
+    ) -> Any:
+        """``send()`` of any kind (and the direct calls): now, with the retry policy."""
+        if not self.options.enabled:
+            disabled = getattr(endpoint, "disabled", None)
+            return disabled() if disabled is not None else None
+        return await self.current(start=False).sender.send_now(endpoint, body, target)
+
+    async def call(self, endpoint: Endpoint, query: str, disabled: Any) -> Any:
+        """A direct call that is not queued (a delete); ``query`` joins the one every
+        request carries."""
+        if not self.options.enabled:
+            return disabled
+        target = self.options.settings.target(endpoint.path)
+        target += ("&" if "?" in target else "?") + query
+        return await self.current(start=False).sender.send_now(endpoint, None, target)
 
     async def aclose(self, timeout: float | None) -> Stats:
         """``DataFast.aclose()``: the run's shutdown with one deadline; idempotent."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from ._delivery import Delivery
 from ._kinds import IDENTIFY, PAYMENTS, deletes, identify, payments
@@ -19,11 +19,11 @@ from ._kinds.identify import IdentifyResult
 from ._kinds.payments import Amount, PaymentResult
 
 if TYPE_CHECKING:
-    from ._kinds import Endpoint, Fields, Kind
+    from ._intake import Intake
+    from ._run import Life
 
 __all__ = ["WriteAPI"]
 
-R = TypeVar("R")
 _DELETE_DISABLED = DeleteResult(message="disabled", raw=None)
 
 
@@ -31,11 +31,8 @@ class WriteAPI:
     """Payments, identify and deletes (mixed into ``DataFast``)."""
 
     if TYPE_CHECKING:
-
-        def _accept(self, delivery: Delivery[R]) -> Delivery[R]: ...
-        async def _accept_waiting(self, delivery: Delivery[R]) -> Delivery[R]: ...
-        async def _send(self, kind: Kind[Any, R], fields: Fields) -> R: ...
-        async def _call(self, endpoint: Endpoint, query: str, disabled: R) -> R: ...
+        _intake: Intake  # the client's intake policy, and its life cycle (``DataFast``)
+        _life: Life
 
     # -- payments -------------------------------------------------------------------------
 
@@ -82,7 +79,7 @@ class WriteAPI:
             is_free_trial,
             timestamp,
         )
-        return self._accept(PAYMENTS.pending(fields))
+        return self._intake.accept(PAYMENTS.pending(fields))
 
     async def track_payment(
         self,
@@ -114,7 +111,7 @@ class WriteAPI:
             is_free_trial,
             timestamp,
         )
-        return await self._accept_waiting(PAYMENTS.pending(fields))
+        return await self._intake.accept_waiting(PAYMENTS.pending(fields))
 
     async def send_payment(
         self,
@@ -157,7 +154,8 @@ class WriteAPI:
             is_free_trial,
             timestamp,
         )
-        return await self._send(PAYMENTS, fields)
+        result: PaymentResult = await self._life.send_now(PAYMENTS, PAYMENTS.encode(fields))
+        return result
 
     # -- identify -------------------------------------------------------------------------
 
@@ -184,7 +182,7 @@ class WriteAPI:
             QueueFullError: The queue is full and ``on_full`` is ``"raise"`` or ``"block"``.
             ClientClosedError: The client was closed.
         """
-        return self._accept(IDENTIFY.pending(identify.validate(visitor_id, user_id, traits)))
+        return self._intake.accept(IDENTIFY.pending(identify.validate(visitor_id, user_id, traits)))
 
     async def identify(
         self,
@@ -194,7 +192,7 @@ class WriteAPI:
     ) -> Delivery[IdentifyResult]:
         """``identify_nowait``, waiting for room in a full queue with ``on_full="block"``."""
         fields = identify.validate(visitor_id, user_id, traits)
-        return await self._accept_waiting(IDENTIFY.pending(fields))
+        return await self._intake.accept_waiting(IDENTIFY.pending(fields))
 
     async def send_identify(
         self,
@@ -211,7 +209,9 @@ class WriteAPI:
             TransportError: No answer came, attempt after attempt.
             ClientClosedError: The client was closed.
         """
-        return await self._send(IDENTIFY, identify.validate(visitor_id, user_id, traits))
+        fields = identify.validate(visitor_id, user_id, traits)
+        result: IdentifyResult = await self._life.send_now(IDENTIFY, IDENTIFY.encode(fields))
+        return result
 
     # -- deletes (GDPR requests): direct calls, never queued ------------------------------
 
@@ -237,7 +237,10 @@ class WriteAPI:
             TransportError: No answer came, attempt after attempt.
         """
         query = deletes.goals_query(visitor_id, name, start, end)
-        return await self._call(deletes.DELETE_GOALS, deletes.encoded(query), _DELETE_DISABLED)
+        result: DeleteResult = await self._life.call(
+            deletes.DELETE_GOALS, deletes.encoded(query), _DELETE_DISABLED
+        )
+        return result
 
     async def delete_payments(
         self,
@@ -259,4 +262,7 @@ class WriteAPI:
             TransportError: No answer came, attempt after attempt.
         """
         query = deletes.payments_query(transaction_id, visitor_id, start, end)
-        return await self._call(deletes.DELETE_PAYMENTS, deletes.encoded(query), _DELETE_DISABLED)
+        result: DeleteResult = await self._life.call(
+            deletes.DELETE_PAYMENTS, deletes.encoded(query), _DELETE_DISABLED
+        )
+        return result
