@@ -30,6 +30,7 @@ SECTIONS = (
     "enqueue",
     "delivery",
     "payments",
+    "sync",
     "handler",
     "memory",
     "drain",
@@ -55,6 +56,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
         {"total": 200, "rounds": 1, "concurrencies": (8, 64), "enqueue_rounds": 2, "batch": 300},
     ),
+    "sync": ({"rounds": 20, "batch": 5_000}, {"rounds": 2, "batch": 300}),
     "handler": (
         {
             "rounds": 3,
@@ -154,6 +156,10 @@ def _run_section(name: str, settings: dict[str, Any]) -> dict[str, Any]:
         from . import payments
 
         return payments.run(**settings)
+    if name == "sync":
+        from . import sync
+
+        return sync.run(**settings)
     if name == "handler":
         from . import handler
 

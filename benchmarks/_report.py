@@ -126,6 +126,7 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             lambda v: v <= 1.10,
         )
     _payments_goals(results.get("payments"), add)
+    _sync_goals(results.get("sync"), add)
     _handler_goals(results.get("handler"), add)
     memory = results.get("memory")
     per_goal = _s(memory, "bytes_per_goal")
@@ -197,6 +198,39 @@ def _payments_goals(payments: dict[str, Any] | None, add: Callable[..., None]) -
         ratio,
         lambda v: v <= 1.3,
     )
+
+
+def _sync_goals(sync: dict[str, Any] | None, add: Callable[..., None]) -> None:
+    """BackgroundClient from a thread beside DataFast in its loop; instrument() beside none."""
+    if not sync:
+        return
+    add(
+        "`BackgroundClient.track_nowait` from a thread without a loop",
+        (_s(sync, "plain_thread_ns"), "ns"),
+        ("`DataFast.track_nowait` in its loop", _s(sync, "plain_loop_ns"), "ns"),
+        _s(sync, "plain_ratio"),
+        "reported",
+        _s(sync, "plain_ratio"),
+        None,
+    )
+    for label, key, base in (
+        ("`DataFast.track_nowait` with `instrument()`", "instrument_loop_ratio", "plain_loop_ns"),
+        (
+            "`BackgroundClient.track_nowait` with `instrument()`",
+            "instrument_thread_ratio",
+            "plain_thread_ns",
+        ),
+    ):
+        ratio = _s(sync, key)
+        add(
+            label,
+            (_s(sync, base.replace("plain", "instrumented")), "ns"),
+            ("without", _s(sync, base), "ns"),
+            ratio,
+            "unchanged (≤ 1.05×)",
+            ratio,
+            lambda v: v <= 1.05,
+        )
 
 
 def _handler_goals(handler: dict[str, Any] | None, add: Callable[..., None]) -> None:

@@ -17,7 +17,6 @@ loop, no spool, room in the queue) offers it to the queue itself. Everything els
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, TypeVar
 
 from ._delivery import Delivery
@@ -87,8 +86,7 @@ class Intake:
             if sender.idle:
                 sender.notify()
         else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(sender.notify)
+            run.wake_from_thread()
         return delivery
 
     def elsewhere(self, delivery: Delivery[R]) -> Delivery[R]:
@@ -120,9 +118,7 @@ class Intake:
             if loop is running:
                 sender.notify()
             else:
-                # RuntimeError: the loop closed meanwhile; it stays counted as queued.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(sender.notify)
+                run.wake_from_thread()
         # Not started yet (no loop): it waits in the queue for start().
         return delivery
 

@@ -104,6 +104,7 @@ class Run:
         self.bound = False
         #: The durable spool (``spool_path``), set by ``bind``.
         self.spool: RunSpool | None = None
+        self._wake_pending = False  # a wake-up from another thread is on its way
 
     def bind(
         self,
@@ -144,6 +145,26 @@ class Run:
         """A snapshot of the run's counters and its in-flight limit."""
         limit = self.sender.limiter.limit if self.bound else self._initial_limit
         return self.queue.snapshot(limit)
+
+    def wake_from_thread(self) -> None:
+        """From another thread: a request was queued; wake the sender in the run's loop.
+
+        One wake-up at a time: waking a loop writes to its self-pipe (a system call that
+        costs more than the rest of ``track_nowait``), so a thread that queues many requests
+        while a wake-up is pending adds none. The loop clears the flag before it counts the
+        queue, so a request queued before another thread saw the flag set is counted.
+        """
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            self.loop.call_soon_threadsafe(self._woken)
+        except RuntimeError:  # the loop closed meanwhile: the request stays counted as queued
+            self._wake_pending = False
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        self.sender.notify(len(self.queue) or 1)
 
     def circuit_states(self) -> dict[str, str]:
         """The circuits' states now (``"closed"``, ``"open"``, ``"half-open"``): the client's
