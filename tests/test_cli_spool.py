@@ -118,6 +118,34 @@ def test_spool_shows_each_namespace_pending_goals_and_owners_never_visitor_ids(
     assert KEY not in out + json_out + err
 
 
+def test_spool_show_names_a_pending_payment_or_identify_by_its_kind_never_its_customer(
+    fake: ThreadedFakeDataFast, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A payment's body has a "name" too, its customer's: --show must not print it as if it
+    were a goal's name (found in review: it printed "goal 'Jane Secret-Customer'")."""
+    journal = Journal(tmp_path, namespace(KEY), background=False)
+    journal.open()
+    payment = {"amount": 5, "currency": "USD", "transaction_id": "ch_1", "name": "Jane Secret"}
+    journal.append(journal.new_id(), "/api/v1/payments", json.dumps(payment).encode())
+    identify = {
+        "datafast_visitor_id": "3cff4252-fa95-4a8f-b8c1-a2c5f9f0a0c1",
+        "user_id": "secret-user-1",
+    }
+    journal.append(journal.new_id(), "/api/v1/identify", json.dumps(identify).encode())
+    journal.append(journal.new_id(), "/api/v1/goals", body("secret-visitor"))
+    assert journal.flush()
+    assert journal.close()
+    code, out, err = run_cli(capsys, "spool", str(tmp_path), "--show", "5")
+    assert code == 0, err
+    assert "    a payment, journaled" in out
+    assert "    an identify, journaled" in out
+    assert "    goal 'signup', journaled" in out
+    assert "Jane" not in out
+    assert "secret-user" not in out
+    assert "secret-visitor" not in out
+    assert "3cff4252" not in out
+
+
 def test_spool_counts_damaged_lines(
     fake: ThreadedFakeDataFast, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._client import DataFast
+from .._config import GOALS_PATH
 from .._errors import DataFastError
 from .._models import Goal, GoalResult
 from .._spool import FileInfo, inspect, namespace
@@ -34,6 +35,8 @@ from ._output import (
 
 __all__ = ["add_parser"]
 
+# What a pending record that is not a goal is shown as (its body holds a customer or a user).
+_WHAT = {"/api/v1/payments": "a payment", "/api/v1/identify": "an identify"}
 REPLAY_GRACE = 10.0  # seconds to deliver at the end of a replay before the rest is kept
 
 DESCRIPTION = """\
@@ -42,7 +45,8 @@ website and a fingerprint of the key, never the key), the goals not yet delivere
 who holds them (the pid of a live client, or nobody: orphaned, sent by the next client that
 starts with that key), the age of the oldest goal, the bytes on disk and the damaged lines
 skipped. Looking changes nothing. Goals' bodies hold visitor ids: they are never printed;
---show N prints the first N pending goals' names.
+--show N prints the first N pending goals' names (a payment or an identify by its kind only:
+its body names a customer or a user).
 
 With --replay, the goals of the configured key's namespace (--api-key / DATAFAST_API_KEY, and
 --website-id for a dft_ token) are sent now: a client takes over every file of that namespace
@@ -149,11 +153,13 @@ def _names(directory: str, infos: Iterable[FileInfo], count: int) -> list[dict[s
         for record in parsed.pending:
             if len(shown) >= count:
                 break
-            try:
-                body = json.loads(record.body)
-                name = body.get("name") if isinstance(body, dict) else None
-            except ValueError:
-                name = None
+            name = None
+            if record.path == GOALS_PATH:  # a payment's "name" is its customer's: never shown
+                try:
+                    body = json.loads(record.body)
+                    name = body.get("name") if isinstance(body, dict) else None
+                except ValueError:
+                    pass
             shown.append(
                 {
                     "name": name if isinstance(name, str) else None,
@@ -273,7 +279,11 @@ def _print(console: Console, summary: dict[str, Any], *, files: bool) -> None:
                 console.result(f"    {f['file']}  {owner}  {detail}")
         for goal in entry.get("first", []):
             ago = format_duration(max(0.0, time.time() - goal["at"]))
-            console.result(f"    goal {goal['name']!r}, journaled {ago} ago")
+            what = _WHAT.get(goal["path"])
+            if what is None:
+                console.result(f"    goal {goal['name']!r}, journaled {ago} ago")
+            else:
+                console.result(f"    {what}, journaled {ago} ago")
 
 
 # -- replaying ----------------------------------------------------------------------------------
