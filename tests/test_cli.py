@@ -387,7 +387,7 @@ class CircuitClient:
         self, visitor_id: str, name: str, *, description: Any = None, metadata: Any = None
     ) -> Any:
         goal = Goal(visitor_id, name, description, metadata)
-        delivery = types.SimpleNamespace(goal=goal, error=None, done=lambda: False)
+        delivery = types.SimpleNamespace(goal=goal, event=goal, error=None, done=lambda: False)
         if self.refused is not None:
             delivery.error, delivery.done = self.refused, lambda: True
             self.on_failure(goal, self.refused)

@@ -1,15 +1,25 @@
 """The ``datafast-async`` command line (also ``python -m datafast_async``).
 
     datafast-async send VISITOR_ID NAME [--description TEXT] [--metadata KEY=VALUE ...]
-    datafast-async import FILE|- [--concurrency N] [--failed-out FILE] [--no-progress] [--rate N]
-                                 [--spool DIR]
+    datafast-async send-payment AMOUNT CURRENCY TRANSACTION_ID [--visitor-id V] [--email E]
+                                [--name N] [--customer-id ID] [--renewal] [--refunded]
+                                [--free-trial] [--timestamp ISO]
+    datafast-async identify VISITOR_ID USER_ID [--trait KEY=VALUE ...]
+    datafast-async import FILE|- [--kind goals|payments|identify] [--concurrency N]
+                                 [--failed-out FILE] [--no-progress] [--rate N] [--spool DIR]
+    datafast-async delete goals [--visitor-id V] [--name N] [--start ISO --end ISO] [--yes]
+    datafast-async delete payments [--transaction-id T] [--visitor-id V]
+                                   [--start ISO --end ISO] [--yes]
     datafast-async spool DIR [--json] [--files] [--show N] [--replay [--timeout S]]
     datafast-async fake-server [--host H] [--port P] [--fail-rate P] [--latency S]
-    datafast-async demo [--goals N] [--fail-rate P]
+    datafast-async demo [--goals N] [--payments N] [--identifies N] [--fail-rate P]
 
 Standard library only (argparse, a hand-drawn progress bar): the command line adds no
-dependency to the SDK. Errors are one line on stderr, never a traceback and never the key.
-Exit codes: 0 all delivered, 1 some goals not delivered, 2 bad usage or settings, 130 Ctrl-C.
+dependency to the SDK. Errors are one line on stderr with the API's own message, never a
+traceback and never the key. Exit codes: 0 all delivered, 1 some requests not delivered (or
+refused by the API: 400, 404, and a 403 to payments, identify or a delete, which a dft_ token
+may lack while it writes goals), 2 bad usage or settings (a key the API refuses: 401, a 403 to
+goals, a proxy's 407; a delete without --yes), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import NoReturn
 
 from .._errors import ConfigurationError
 from .._version import __version__
-from . import _demo, _fake_server, _import, _send, _spool
+from . import _delete, _demo, _fake_server, _identify, _import, _payment, _send, _spool
 from ._output import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -37,7 +47,8 @@ from ._output import (
 __all__ = ["main"]
 
 DESCRIPTION = """\
-The command line of datafast-async, the async Python SDK for DataFast's goals API.
+The command line of datafast-async, the async Python SDK for DataFast's server-side API:
+goals, payments, identify and deletes.
 
 Start with `datafast-async demo`: it needs no key and no network.
 """
@@ -50,7 +61,10 @@ settings:
   none of them: it runs its own fake server.
 
 exit codes:
-  0 every goal delivered; 1 some goals not delivered; 2 bad usage or settings; 130 Ctrl-C
+  0 every request delivered; 1 some not delivered, or refused by the API (a 403 to payments,
+  identify or a delete included: a dft_ token may lack that permission); 2 bad usage or
+  settings (a key the API refuses: 401, a 403 to goals, a proxy's 407; delete without --yes);
+  130 Ctrl-C
 """
 
 
@@ -114,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options(top=False)
     _demo.add_parser(subparsers, common)
     _send.add_parser(subparsers, common)
+    _payment.add_parser(subparsers, common)
+    _identify.add_parser(subparsers, common)
     _import.add_parser(subparsers, common)
+    _delete.add_parser(subparsers, common)
     _spool.add_parser(subparsers, common)
     _fake_server.add_parser(subparsers, common)
     return parser

@@ -5,27 +5,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
+import re
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any
 
 from .._client import DataFast
-from .._errors import APIError, AuthenticationError, DataFastError, PermissionDeniedError
+from .._errors import (
+    APIError,
+    AuthenticationError,
+    DataFastError,
+    PermissionDeniedError,
+    VisitorNotFoundError,
+)
+from .._kinds.payments import parse_timestamp
 from .._models import Stats
+from ._output import EXIT_FAILED, EXIT_USAGE, CLIError
 
 __all__ = [
     "Interruptible",
     "client_settings",
     "is_key_refused",
     "refusal",
+    "refusal_exit",
+    "request_failed",
     "refusal_hint",
     "non_negative_float",
+    "non_negative_int",
     "positive_float",
     "positive_int",
     "probability",
     "stop_signals",
 ]
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # The signals that stop a command gracefully, with the exit code each one ends it with.
 STOP_SIGNALS: dict[int, int] = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
@@ -41,27 +56,73 @@ def client_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def refusal(error: DataFastError) -> str | None:
-    """What refused the settings, when every later request with them would fail the same way:
-    the API refused the key (401, 403), or a proxy asked for credentials (407). ``None`` for
-    any other error."""
-    if isinstance(error, (AuthenticationError, PermissionDeniedError)):
+def refusal(error: DataFastError, plural: str = "goals") -> str | None:
+    """What refused the settings, when every later request of the kind ``plural`` with them
+    would fail the same way: the API refused the key (401, 403), or a proxy asked for
+    credentials (407). ``None`` for any other error. A 403 to another kind than goals is the
+    API refusing that kind with this key (a ``dft_`` token may lack its permission and hold
+    ``goals:write``)."""
+    if isinstance(error, AuthenticationError):
         return "the API refused the key"
+    if isinstance(error, PermissionDeniedError):
+        return (
+            "the API refused the key"
+            if plural == "goals"
+            else f"the API refuses {plural} with this key"
+        )
     if isinstance(error, APIError) and error.status == 407:
         return "the proxy refused the request"
     return None
 
 
-def refusal_hint(error: DataFastError) -> str:
-    """What to check after ``refusal(error)``."""
+def refusal_hint(error: DataFastError, permission: str = "goals:write") -> str:
+    """What to check after ``refusal(error)``; ``permission``: the one the request needs."""
     if isinstance(error, APIError) and error.status == 407:
         return "check the proxy's credentials (HTTPS_PROXY, HTTP_PROXY)"
     if isinstance(error, PermissionDeniedError):
+        what = permission.partition(":")[0]
+        if what == "goals":
+            return (
+                "check that the key may write goals for this website (a dft_ token needs "
+                "goals:write) and that tracking is not suspended"
+            )
         return (
-            "check that the key may write goals for this website (a dft_ token needs "
-            "goals:write) and that tracking is not suspended"
+            f"check the token's permissions: a dft_ token needs {permission} for this "
+            "website (goals need goals:write)"
         )
     return "check --api-key or DATAFAST_API_KEY"
+
+
+def refusal_exit(error: DataFastError, plural: str = "goals") -> int:
+    """The exit code of a command the refusal ``refusal(error)`` stopped: 2 (the settings)
+    for the key or the proxy; 1 (not delivered) for a 403 to another kind than goals, whose
+    permission the token may lack while the key works for the rest."""
+    if isinstance(error, PermissionDeniedError) and plural != "goals":
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+def request_failed(
+    error: DataFastError, noun: str, plural: str, permission: str, *, again: str = ""
+) -> CLIError:
+    """The one line and exit code of a request sent now (``send-payment``, ``identify``)
+    that failed finally: the key or the proxy refused (2; a 403 to another kind than goals:
+    1), the API refused it (1), or it could not be delivered (1; ``again`` is said then)."""
+    refused_by = refusal(error, plural)
+    if refused_by is not None:
+        return CLIError(
+            f"{refused_by}: {error} ({refusal_hint(error, permission)})",
+            refusal_exit(error, plural),
+        )
+    if isinstance(error, VisitorNotFoundError):
+        return CLIError(
+            f"the API refused the {noun}: {error} (the visitor needs a pageview on this website "
+            "first)",
+            EXIT_FAILED,
+        )
+    if isinstance(error, APIError) and not error.retriable:
+        return CLIError(f"the API refused the {noun}: {error}", EXIT_FAILED)
+    return CLIError(f"the {noun} was not delivered: {error}{again}", EXIT_FAILED)
 
 
 def is_key_refused(error: DataFastError) -> bool:
@@ -98,6 +159,26 @@ def stop_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
                 signal.signal(signum, handler_before)
 
 
+def parse_moment(text: str, *, dates: bool = False) -> datetime.datetime:
+    """An argparse type: ISO 8601 with a zone (``2024-03-01T12:00:00Z``) as an aware
+    ``datetime`` in UTC; with ``dates``, a date alone too (midnight UTC)."""
+    if dates and _DATE.fullmatch(text):
+        try:
+            day = datetime.date.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a date: {text!r}") from None
+        return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
+    try:
+        return parse_timestamp(text)
+    except (ValueError, OverflowError):
+        also = " or a date alone (2024-03-01: midnight UTC)" if dates else ""
+        raise argparse.ArgumentTypeError(
+            f"expected ISO 8601 with a zone, such as 2024-03-01T12:00:00Z or "
+            f"2024-03-01T13:00:00+01:00{also}; got {text!r} (a time without a zone would be read "
+            "in an unknown one)"
+        ) from None
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an int >= 1."""
     try:
@@ -106,6 +187,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 

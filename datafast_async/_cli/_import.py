@@ -1,8 +1,9 @@
 """``datafast-async import``: a JSON Lines backfill through the background sender.
 
 The file is streamed (never loaded whole): a thread reads chunks of lines, each line is parsed
-and handed to ``DataFast.track`` with ``on_full="block"``, so at most the client's queue (plus
-the requests in flight and the goals waiting to retry) is held in memory. Each pending goal
+(``_lines``: goals, payments or identifies, ``--kind``) and handed to ``DataFast.track``,
+``track_payment`` or ``identify`` with ``on_full="block"``, so at most the client's queue (plus
+the requests in flight and those waiting to retry) is held in memory. Each pending request
 keeps only its line number and raw line, so an undelivered one is written to ``--failed-out``
 as the original object plus ``"_error"``. Every line read ends in exactly one of: delivered,
 invalid, rejected (by status) or failed, and the summary checks that the numbers add up.
@@ -32,7 +33,7 @@ from .._errors import (
     TransportError,
     ValidationError,
 )
-from .._models import Goal, GoalResult, Stats
+from .._models import Stats
 from .._spool import Journal, namespace
 from ._common import (
     STOP_SIGNALS,
@@ -41,12 +42,22 @@ from ._common import (
     positive_float,
     positive_int,
     refusal,
+    refusal_exit,
     refusal_hint,
+)
+from ._lines import (
+    GOALS,
+    KINDS,
+    LineError,
+    LineKind,
+    describe,
+    event_object,
+    json_default,
+    read_object,
 )
 from ._output import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     PROG,
     CLIError,
     Console,
@@ -62,53 +73,73 @@ from ._source import LineSource
 
 __all__ = ["add_parser"]
 
-FIELDS = frozenset({"datafast_visitor_id", "visitorId", "name", "description", "metadata"})
 STOP_GRACE = 3.0  # seconds to deliver what is queued after Ctrl-C
-TIME_FIELDS = frozenset({"timestamp", "time", "date", "datetime", "ts", "created", "when"})
 MAX_LINE_REPORTS = 20  # per-line error messages on stderr before they are only counted
 
 DESCRIPTION = """\
-Backfill goals from a JSON Lines file (or stdin with -), one goal per line, through the
-background sender: bounded memory however large the file, retries with backoff, Retry-After
-honoured, a progress bar on a terminal and a summary at the end.
+Backfill goals, payments or identifies (--kind) from a JSON Lines file (or stdin with -), one
+request per line, through the background sender: bounded memory however large the file,
+retries with backoff, Retry-After honoured, a progress bar on a terminal and a summary at the
+end.
 
-Each line is an object with the API's body fields:
-  {"datafast_visitor_id": "...", "name": "signup", "description": "...", "metadata": {...}}
-(visitorId is accepted for datafast_visitor_id; fields starting with "_" are ignored; any
-other field makes the line invalid). Blank lines are skipped.
+Each line is an object with the API's body fields of its kind:
+  goals (the default):
+    {"datafast_visitor_id": "...", "name": "signup", "description": "...", "metadata": {...}}
+    (visitorId is accepted for datafast_visitor_id)
+  --kind payments:
+    {"amount": 49.99, "currency": "USD", "transaction_id": "ch_123",
+     "datafast_visitor_id": "...", "email": "...", "name": "...", "customer_id": "...",
+     "renewal": false, "refunded": false, "is_free_trial": false,
+     "timestamp": "2024-03-01T12:00:00Z"}
+    (amount, currency and transaction_id required; visitor_id is accepted for
+    datafast_visitor_id, customer_email and customer_name for email and name; the amount
+    is sent exactly as written; timestamp is ISO 8601 with a zone)
+  --kind identify:
+    {"datafast_visitor_id": "...", "user_id": "user_42", "email": "...", "plan": "pro"}
+    (visitor_id or visitorId are accepted for datafast_visitor_id; every other field is a
+    trait stored on the user's profile, as in the API's body; or put them in one object,
+    "traits": {"plan": "pro"})
+Fields starting with "_" are ignored; for goals and payments any other field makes the line
+invalid. Blank lines are skipped.
 
 Goals are recorded at the time they are sent: the API has no timestamp field, so a backfill
-shows today's date in DataFast, not the date the goal happened.
+shows today's date in DataFast, not the date the goal happened. A payment keeps its line's
+timestamp: a backfill of payments keeps their real dates. A payment's transaction_id is
+DataFast's idempotency key: importing a payment again records nothing new (it is answered as
+a duplicate, and counted delivered).
 
-A line that is not JSON, not an object or not a valid goal is reported with its line number
-and does not stop the import. With --failed-out, every line that was not delivered (invalid,
-rejected by the API, failed after retries, or still queued at Ctrl-C) is written there as the
-original object plus an "_error" field with the reason; import that file again to retry
-exactly what is missing.
+A line that is not JSON, not an object or not a valid request of its kind is reported with its
+line number and does not stop the import. With --failed-out, every line that was not delivered
+(invalid, rejected by the API, failed after retries, or still queued at Ctrl-C) is written
+there as the original object plus an "_error" field with the reason; import that file again
+(with the same --kind) to retry exactly what is missing.
 
 Ctrl-C stops reading, delivers what is queued for a few seconds, writes the rest to
 --failed-out and prints the number of the last line read, with the command that resumes
 after it. A key the API refuses (401, 403, or 407 from a proxy) stops the import the same way,
 at once: every line read is delivered or in --failed-out, and the lines after it are unread.
 
-With --spool DIR the import is resumable, with no --failed-out bookkeeping: every goal read
+With --spool DIR the import is resumable, with no --failed-out bookkeeping: every request read
 is journaled in DIR (the durable spool, as with DATAFAST_SPOOL_PATH) as it is accepted, and
-about once a second, once those goals are on disk (written and fsynced), the number of the
+about once a second, once those requests are on disk (written and fsynced), the number of the
 line reached is written to a small progress file in DIR (atomically: written, fsynced,
-renamed). After Ctrl-C, SIGTERM, a refused key, an API that stays down, or a crash, run the
-same command again (same FILE, same key): it first sends the goals the spool holds, then reads
-on after the line reached; no line is lost and none is read twice. (A goal is sent twice only
-if its request was cut when the client stopped, its answer lost, after Ctrl-C's few seconds of
-grace: at most --concurrency of them; and after a kill -9 or a machine crash, the lines read in
-the last second or so before it.) While the
-API is down or refuses every request the goals wait in DIR and reading stops. The progress file
-checks that the lines already imported are unchanged; lines appended to FILE later are imported
-by the next run. To import FILE again from its start, delete the progress file it names.
+renamed; one per FILE and --kind). After Ctrl-C, SIGTERM, a refused key, an API that stays
+down, or a crash, run the same command again (same FILE, same --kind, same key): it first
+sends the requests the spool holds, then reads on after the line reached; no line is lost and
+none is read twice. (A goal or an identify is sent twice only if its request was cut when the
+client stopped, its answer lost, after Ctrl-C's few seconds of grace: at most --concurrency of
+them; and after a kill -9 or a machine crash, the lines read in the last second or so before
+it. A payment is never recorded twice: a repeat is a duplicate.) While the API is down or
+refuses every request the requests wait in DIR and reading stops. The progress file checks
+that the lines already imported are unchanged; lines appended to FILE later are imported by
+the next run. To import FILE again from its start, delete the progress file it names.
 
 With DATAFAST_ENABLED=0 it is a dry run: every line is validated, nothing is sent.
 
-Exit codes: 0 every goal delivered (or, in a dry run, every line valid); 1 some lines were not
-delivered; 2 bad usage or settings, or the key was refused; 130 interrupted.
+Exit codes: 0 every request delivered (or, in a dry run, every line valid); 1 some lines were
+not delivered (also: the API refuses payments or identifies with this key, 403: a dft_ token
+without payments:write or identify:write); 2 bad usage or settings, or the key was refused
+(401, a 403 to goals, a proxy's 407); 130 interrupted.
 """
 
 EPILOG = """\
@@ -116,6 +147,8 @@ example:
   datafast-async import goals.jsonl --failed-out failed.jsonl
   datafast-async import failed.jsonl --failed-out failed-again.jsonl   # retry what is missing
   datafast-async import goals.jsonl --spool ./spool    # Ctrl-C, then the same to resume
+  datafast-async import payments.jsonl --kind payments --spool ./spool
+  datafast-async import users.jsonl --kind identify --failed-out failed-users.jsonl
 """
 
 
@@ -126,12 +159,18 @@ def add_parser(
     parser = subparsers.add_parser(
         "import",
         parents=[common],
-        help="backfill goals from a JSON Lines file",
+        help="backfill goals, payments or identifies from a JSON Lines file",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="a JSON Lines file, or - for stdin")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(KINDS),
+        default="goals",
+        help="what each line is: goals (the default), payments or identify (see above)",
+    )
     parser.add_argument(
         "--concurrency",
         metavar="N",
@@ -153,83 +192,15 @@ def add_parser(
         "--rate",
         metavar="N",
         type=positive_float,
-        help="send at most N new goals per second (DataFast does not publish its limits)",
+        help="send at most N new requests per second (DataFast does not publish its limits)",
     )
     parser.add_argument(
         "--spool",
         metavar="DIR",
-        help="resumable: journal the goals read in DIR and remember the line reached; run the "
+        help="resumable: journal the requests read in DIR and remember the line reached; run the "
         "same command again after a crash or Ctrl-C to resume (see above)",
     )
     parser.set_defaults(run=run)
-
-
-# -- reading one line ---------------------------------------------------------------------------
-
-
-class LineError(Exception):
-    """A line that is not a goal. ``obj`` is the parsed object, or ``None`` when the line is
-    not a JSON object; it is then written to --failed-out as ``{"_line": text}``."""
-
-    def __init__(self, reason: str, obj: dict[str, Any] | None = None, text: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.obj = obj
-        self.text = text
-
-
-def parse_line(raw: bytes | str) -> tuple[dict[str, Any], Any, Any, Any, Any]:
-    """The object on a line and its goal's fields: ``(obj, visitor_id, name, description,
-    metadata)``; the values are checked by ``Goal`` afterwards.
-
-    A ``{"_line": "..."}`` object (a line that was not JSON, from an earlier --failed-out) is
-    read as the text it holds, so a line fixed by hand in that file goes through.
-
-    Raises:
-        LineError: The line is not a JSON object, has an unknown field, or lacks a required one.
-    """
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:  # also UnicodeDecodeError
-        raise LineError(f"not JSON: {exc}", text=_line_text(raw)) from None
-    if not isinstance(obj, dict):
-        raise LineError(f"not a JSON object (a JSON {_json_type(obj)})", text=_line_text(raw))
-    fields = [key for key in obj if not key.startswith("_")]
-    if not fields and isinstance(obj.get("_line"), str):
-        return parse_line(obj["_line"])
-    unknown = [key for key in fields if key not in FIELDS]
-    if unknown:
-        hint = ""
-        if unknown[0].lower() in TIME_FIELDS or unknown[0].lower().endswith("_at"):
-            hint = " (the API has no timestamp field: goals are recorded when they are sent)"
-        raise LineError(
-            f"unknown field {unknown[0]!r}{hint}: a goal has datafast_visitor_id (or "
-            "visitorId), name, description and metadata; fields starting with '_' are ignored",
-            obj,
-        )
-    visitor_id = obj.get("datafast_visitor_id", obj.get("visitorId"))
-    if visitor_id is None:
-        raise LineError("missing datafast_visitor_id", obj)
-    if "name" not in obj:
-        raise LineError("missing name", obj)
-    return obj, visitor_id, obj["name"], obj.get("description"), obj.get("metadata")
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
-
-
-def _line_text(raw: bytes | str) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text.rstrip("\r\n")
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -253,8 +224,10 @@ class ImportJob(Interruptible):
         resume: ProgressFile | None = None,
         start: Checkpoint | None = None,
         hasher: Any = None,
+        kind: LineKind = GOALS,
     ) -> None:
         super().__init__()
+        self.kind = kind
         self.console = console
         self.source = source
         self.source_name = source_name
@@ -263,8 +236,8 @@ class ImportJob(Interruptible):
         self.bucket = TokenBucket(rate) if rate is not None else None
         self.progress = Progress(console, self._render, live=live_progress)
         self.size = source.size
-        # id(goal) -> (line number, raw line) for every goal handed to the client and not
-        # yet settled: the only per-goal state, bounded by the client's queue.
+        # id(event) -> (line number, raw line) for every request handed to the client and
+        # not yet settled: the only per-request state, bounded by the client's queue.
         self.pending: dict[int, tuple[int, bytes]] = {}
         # The line whose track() call is under way: a client that settles a goal inside
         # track() (a circuit breaker failing new goals at once) reports it before it could be
@@ -274,6 +247,7 @@ class ImportJob(Interruptible):
         self.last_line = 0  # the last line handled: every line up to it is accounted for
         self.bytes_done = 0
         self.delivered = 0
+        self.duplicates = 0  # payments answered as already recorded (delivered: a success)
         self.validated = 0  # valid goals not sent: a dry run (the client is disabled)
         self.invalid = 0
         self.maybe_delivered = 0  # goals not delivered that DataFast may have recorded
@@ -302,19 +276,21 @@ class ImportJob(Interruptible):
 
     # -- what the client reports -------------------------------------------------------------
 
-    def _entry(self, goal: Goal) -> tuple[int, bytes] | None:
-        entry = self.pending.pop(id(goal), None)
+    def _entry(self, event: object) -> tuple[int, bytes] | None:
+        entry = self.pending.pop(id(event), None)
         if entry is None and self.tracking is not None:
             entry, self.tracking = self.tracking, None  # settled inside track()
         return entry
 
-    def on_success(self, goal: Goal, result: GoalResult) -> None:
-        self._entry(goal)
+    def on_success(self, event: object, result: object) -> None:
+        self._entry(event)
         self.delivered += 1
+        if getattr(result, "duplicate", False):
+            self.duplicates += 1
 
-    def on_failure(self, goal: Goal, error: DataFastError) -> None:
-        entry = self._entry(goal)
-        refused_by = refusal(error)
+    def on_failure(self, event: object, error: DataFastError) -> None:
+        entry = self._entry(event)
+        refused_by = refusal(error, self.kind.plural)
         if refused_by is not None and self.key_refused is None:
             self._stop_refused(error, refused_by)
         report = refused_by is None and not isinstance(error, ShutdownError)
@@ -342,13 +318,13 @@ class ImportJob(Interruptible):
                 # --spool: goals are not mapped to lines (one read back from the spool, or
                 # left there by an earlier run, is not the object track() returned).
                 if report:
-                    self._report_line(None, f"goal {goal.name!r}: {reason}")
+                    self._report_line(None, f"{describe(event)}: {reason}")
                 self._write_failed(
-                    _goal_object(goal), reason, maybe_delivered=error.maybe_delivered
+                    event_object(event), reason, maybe_delivered=error.maybe_delivered
                 )
                 return
-            # cannot happen: every goal is registered before it can settle
-            self.console.note(f"{PROG}: a goal without its line failed: {reason}")
+            # cannot happen: every request is registered before it can settle
+            self.console.note(f"{PROG}: a {self.kind.noun} without its line failed: {reason}")
             return
         lineno, raw = entry
         if report:
@@ -395,7 +371,7 @@ class ImportJob(Interruptible):
         obj["_error"] = reason
         if maybe_delivered:
             obj["_maybe_delivered"] = True
-        self.failed_out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.failed_out.write(json.dumps(obj, ensure_ascii=False, default=json_default) + "\n")
 
     def _advance(self, lineno: int, raw: bytes) -> None:
         """Line ``lineno`` (its bytes as read) is handled: accepted, invalid or blank."""
@@ -433,8 +409,10 @@ class ImportJob(Interruptible):
             raw = raw[3:]  # a UTF-8 byte order mark
         if not raw.strip():
             return
+        kind = self.kind
         try:
-            obj, visitor_id, name, description, metadata = parse_line(raw)
+            obj = read_object(raw, exact_numbers=kind.exact_numbers)
+            track = kind.parse(obj)
         except LineError as exc:
             self._invalid(
                 lineno, exc.reason, exc.obj if exc.obj is not None else {"_line": exc.text}
@@ -446,11 +424,9 @@ class ImportJob(Interruptible):
         while True:
             self.tracking = (lineno, raw)
             try:
-                delivery = await client.track(
-                    visitor_id, name, description=description, metadata=metadata
-                )
+                delivery = await track(client)
             except ValidationError as exc:
-                self._invalid(lineno, f"invalid goal: {exc}", obj)
+                self._invalid(lineno, f"invalid {kind.noun}: {exc}", obj)
                 break
             except QueueFullError:
                 continue  # the queue stayed full for the client's timeout: keep waiting
@@ -468,12 +444,12 @@ class ImportJob(Interruptible):
                 # A disabled client (DATAFAST_ENABLED=0) settles at once, with no callback.
                 self.validated += 1
             elif self.resume is not None:
-                # --spool: the goal may leave memory for the spool and come back as another
+                # --spool: the request may leave memory for the spool and come back as another
                 # object; it is counted, not mapped to its line.
                 self.accepted += 1
             else:
                 self.accepted += 1
-                self.pending[id(delivery.goal)] = (lineno, raw)
+                self.pending[id(delivery.event)] = (lineno, raw)
             break
         self.read += 1
 
@@ -486,9 +462,10 @@ class ImportJob(Interruptible):
         try:
             await self._feed(client)
             if not await client.flush():
-                # Everything pending waits on disk for an API that is down: close at once,
-                # the goals are kept for the next run.
+                # Everything pending waits on disk for an API that is down (or refuses every
+                # request of this kind: a 403): close at once, they are kept for the next run.
                 self._halt_grace = 0.0
+                self.api_down = True
         finally:
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -622,6 +599,12 @@ class ImportJob(Interruptible):
             eta = f", {left:.0f} s left" if left < 60 else f", {format_duration(left)} left"
         return f"{bar(fraction, 12)} {fraction:4.0%} {counts}{eta}, {line}"
 
+    def _duplicates_row(self) -> list[tuple[str, str, str]]:
+        if self.kind.name != "payments":
+            return []
+        note = "of them already recorded: nothing new (a transaction is recorded once)"
+        return [("duplicates", format_count(self.duplicates), note)]
+
     def summary(self) -> list[str]:
         rejected = ", ".join(f"{status}: {n:,}" for status, n in sorted(self.rejected.items()))
         failed = ", ".join(f"{kind}: {n:,}" for kind, n in sorted(self.failed.items()))
@@ -630,12 +613,16 @@ class ImportJob(Interruptible):
             state = f"stopped: {self.refused_by}"
         if self.dry_run:
             return [
-                f"import {self.source_name}: dry run{'' if state == 'done' else ', ' + state} "
+                f"import {self._title}: dry run{'' if state == 'done' else ', ' + state} "
                 "(DATAFAST_ENABLED is off): lines validated, nothing sent",
                 *table(
                     [
                         ("read", format_count(self.read), "non-blank lines"),
-                        ("validated", format_count(self.validated), "valid goals, not sent"),
+                        (
+                            "validated",
+                            format_count(self.validated),
+                            f"valid {self.kind.plural}, not sent",
+                        ),
                         ("invalid", format_count(self.invalid), ""),
                         ("time", format_duration(self.elapsed), ""),
                     ]
@@ -655,25 +642,21 @@ class ImportJob(Interruptible):
         rows += [
             ("read", format_count(self.read), "non-blank lines"),
             ("delivered", format_count(self.delivered), ""),
+            *self._duplicates_row(),
             ("invalid", format_count(self.invalid), ""),
             ("rejected", format_count(sum(self.rejected.values())), rejected),
             ("failed", format_count(sum(self.failed.values())), failed),
             ("time", format_duration(self.elapsed), ""),
-            ("goals/s", format_rate(self.delivered, self.elapsed), ""),
+            (f"{self.kind.plural}/s", format_rate(self.delivered, self.elapsed), ""),
         ]
         if self.resume is not None:
             rows.insert(-2, ("in spool", format_count(self.left), "not delivered yet: kept"))
-        return [f"import {self.source_name}: {state}", *table(rows)]
+        return [f"import {self._title}: {state}", *table(rows)]
 
-
-def _goal_object(goal: Goal) -> dict[str, Any]:
-    """A goal as an import line (for --failed-out, when its line is not known)."""
-    obj: dict[str, Any] = {"datafast_visitor_id": goal.visitor_id, "name": goal.name}
-    if goal.description is not None:
-        obj["description"] = goal.description
-    if goal.metadata is not None:
-        obj["metadata"] = dict(goal.metadata)
-    return obj
+    @property
+    def _title(self) -> str:
+        kind = self.kind
+        return self.source_name if kind is GOALS else f"{self.source_name} ({kind.plural})"
 
 
 def _journal(client: DataFast) -> Journal | None:
@@ -745,11 +728,13 @@ def _open_failed_out(path: str, source: BinaryIO) -> TextIO:
 def run(args: argparse.Namespace, console: Console) -> int:
     job_ref: list[ImportJob] = []
 
-    def on_success(goal: Goal, result: GoalResult) -> None:
-        job_ref[0].on_success(goal, result)
+    def on_success(event: object, result: object) -> None:
+        job_ref[0].on_success(event, result)
 
-    def on_failure(goal: Goal, error: DataFastError) -> None:
-        job_ref[0].on_failure(goal, error)
+    def on_failure(event: object, error: DataFastError) -> None:
+        job_ref[0].on_failure(event, error)
+
+    kind = KINDS[args.kind]
 
     if args.spool is not None and args.file == "-":
         raise CLIError("--spool needs a FILE to resume in, not stdin: save the input to a file")
@@ -772,7 +757,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         resume, start, hasher = None, None, None
         if args.spool is not None and client._options.spool_path is not None:
-            resume, start, hasher = _resume_point(client, args.spool, args.file, name, stream)
+            resume, start, hasher = _resume_point(client, args.spool, args.file, name, stream, kind)
         if args.failed_out is not None:
             failed_out = _open_failed_out(args.failed_out, stream)
         job = ImportJob(
@@ -786,6 +771,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             resume=resume,
             start=start,
             hasher=hasher,
+            kind=kind,
         )
         job_ref.append(job)
         stats = asyncio.run(job.run(client))
@@ -801,13 +787,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _resume_point(
-    client: DataFast, directory: str, path: str, name: str, stream: BinaryIO
+    client: DataFast, directory: str, path: str, name: str, stream: BinaryIO, kind: LineKind
 ) -> tuple[ProgressFile, Checkpoint, Any]:
     """The progress file of this import and where it resumes; the stream is left at that
     point, after checking that the bytes before it are the ones imported."""
     settings = client._options.settings
     assert settings.api_key is not None
-    resume = ProgressFile(directory, path, namespace(settings.api_key, settings.website_id))
+    space = namespace(settings.api_key, settings.website_id)
+    resume = ProgressFile(directory, path, space, kind=None if kind is GOALS else kind.name)
     try:
         start = resume.load()
     except (OSError, ValueError) as exc:
@@ -886,21 +873,29 @@ def _report(job: ImportJob, stats: Stats, console: Console) -> int:
         else:
             unread = "the lines after it were not read"
             if job.source_name != "<stdin>":
+                kind = "" if job.kind is GOALS else f" --kind {job.kind.name}"
                 unread += (
                     f" (to resume: tail -n +{job.last_line + 1} {job.source_name} | "
-                    f"{PROG} import -)"
+                    f"{PROG} import -{kind})"
                 )
         console.note(f"{PROG}: {why}: the last line read was line {job.last_line}; {unread}")
     if job.stopped_by is not None:
         return STOP_SIGNALS.get(job.stopped_by, 130)
     if job.key_refused is not None:
-        console.error(f"{job.refused_by} ({job.key_refused}): {refusal_hint(job.key_refused)}")
-        return EXIT_USAGE
+        return _report_refused(job, console)
     return EXIT_FAILED if job.not_delivered else EXIT_OK
 
 
+def _report_refused(job: ImportJob, console: Console) -> int:
+    """The error line of an import the API's refusal stopped, and its exit code."""
+    error = job.key_refused
+    assert error is not None
+    console.error(f"{job.refused_by} ({error}): {refusal_hint(error, job.kind.permission)}")
+    return refusal_exit(error, job.kind.plural)
+
+
 def _report_spooled(job: ImportJob, stats: Stats, console: Console) -> int:
-    """The end of an import with --spool: goals are counted, not mapped to lines."""
+    """The end of an import with --spool: requests are counted, not mapped to lines."""
     assert job.resume is not None
     settled = job.delivered + sum(job.rejected.values()) + sum(job.failed.values())
     if (
@@ -909,7 +904,8 @@ def _report_spooled(job: ImportJob, stats: Stats, console: Console) -> int:
         or stats.delivered != job.delivered
     ):
         console.error(
-            f"the numbers do not add up: {job.read:,} lines read, {job.accepted:,} goals "
+            f"the numbers do not add up: {job.read:,} lines read, {job.accepted:,} "
+            f"{job.kind.plural} "
             f"accepted and {job.adopted:,} taken from the spool; {settled:,} settled and "
             f"{job.left:,} kept; the client counted {stats.enqueued:,} accepted, "
             f"{stats.delivered:,} delivered, {stats.failed:,} failed, {stats.spooled:,} kept "
@@ -935,19 +931,22 @@ def _report_spooled(job: ImportJob, stats: Stats, console: Console) -> int:
     if job.checkpoint_skipped:
         console.note(
             f"{PROG}: warning: the spool had a fault or filled up: the progress file records "
-            f"line {reached}, not {job.last_line}; the next run may send goals of the lines "
+            f"line {reached}, not {job.last_line}; the next run may send {job.kind.plural} of "
+            "the lines "
             "in between twice"
         )
     if job.left or not job.reading_done:
         why = []
         if job.api_down:
-            why.append("the API is down or refuses every request")
+            why.append("the API is down or refuses every request (-v shows its answers)")
         elif job.stopped_by is not None:
             why.append("interrupted")
         elif job.key_refused is not None:
             why.append(job.refused_by)
         wait = (
-            f"{job.left:,} goals wait in the spool at {job.resume.directory}; " if job.left else ""
+            f"{job.left:,} {job.kind.plural} wait in the spool at {job.resume.directory}; "
+            if job.left
+            else ""
         )
         console.note(
             f"{PROG}: {', '.join(why) + ': ' if why else ''}{wait}read up to line "
@@ -957,8 +956,7 @@ def _report_spooled(job: ImportJob, stats: Stats, console: Console) -> int:
     if job.stopped_by is not None:
         return STOP_SIGNALS.get(job.stopped_by, 130)
     if job.key_refused is not None:
-        console.error(f"{job.refused_by} ({job.key_refused}): {refusal_hint(job.key_refused)}")
-        return EXIT_USAGE
+        return _report_refused(job, console)
     if job.read_error is not None or job.left or job.not_delivered or not job.reading_done:
         return EXIT_FAILED
     return EXIT_OK

@@ -2,7 +2,9 @@
 
 The goals of the lines read are journaled in the spool as they are accepted (the client's
 ``spool_path``); what is missing to resume is which lines were read. That is the progress
-file, ``DIR/.import-<namespace>-<12 hex of the input's path>.json``::
+file, ``DIR/.import-<namespace>-<12 hex of the input's path>.json`` (for ``--kind payments`` or
+``identify``, ``...-<12 hex>-payments.json``: a run with the wrong ``--kind``, every line
+invalid, does not mark the file read for the right one)::
 
     {"version": 1, "file": "/abs/goals.jsonl", "line": 1200, "offset": 51234,
      "sha256": "<of the file's first 51234 bytes>", "done": false}
@@ -59,11 +61,14 @@ class ProgressFile:
     Everything here blocks: call it in a thread from a running loop.
     """
 
-    def __init__(self, directory: str, source: str, namespace: str) -> None:
+    def __init__(
+        self, directory: str, source: str, namespace: str, *, kind: str | None = None
+    ) -> None:
         self.directory = os.path.abspath(directory)
         self.source = os.path.abspath(source)
         digest = hashlib.sha256(self.source.encode("utf-8", "surrogateescape")).hexdigest()
-        self.path = os.path.join(self.directory, f".import-{namespace}-{digest[:12]}.json")
+        suffix = f"-{kind}" if kind is not None else ""  # goals: the name they always had
+        self.path = os.path.join(self.directory, f".import-{namespace}-{digest[:12]}{suffix}.json")
 
     def load(self) -> Checkpoint | None:
         """The progress of an earlier run, or ``None`` if there was none.

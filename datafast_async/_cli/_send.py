@@ -60,18 +60,18 @@ def add_parser(
     parser.set_defaults(run=run)
 
 
-def parse_metadata(items: list[str]) -> dict[str, str] | None:
+def parse_metadata(items: list[str], option: str = "--metadata") -> dict[str, str] | None:
     """``["plan=pro", "seats=3"]`` as a dict; a repeated key or an item without ``=`` is a
-    usage error."""
+    usage error (naming ``option``)."""
     if not items:
         return None
     metadata: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CLIError(f"--metadata takes KEY=VALUE, got {item!r}")
+            raise CLIError(f"{option} takes KEY=VALUE, got {item!r}")
         if key in metadata:
-            raise CLIError(f"--metadata key {key!r} is given twice")
+            raise CLIError(f"{option} key {key!r} is given twice")
         metadata[key] = value
     return metadata
 
