@@ -92,7 +92,8 @@ def add_parser(
     parser = subparsers.add_parser(
         "demo",
         parents=[common],
-        help="send goals through the real client to the fake server, with faults",
+        help="send goals, payments and identifies through the real client to the fake server, "
+        "with faults",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
