@@ -193,13 +193,18 @@ class AiohttpTransport:
         # call, which tries and fails to set ``__orig_class__`` on the slotted instance (an
         # AttributeError raised and caught): ~5% of the instructions per request. Only where
         # post() is aiohttp's own: a session class of the user's that overrides it keeps it.
+        #
+        # Looked up on the session at each request (``_direct``), not bound once: a test's
+        # mock that patches ``ClientSession._request`` after the client started
+        # (aioresponses) is honoured.
         self._request: Callable[..., Awaitable[aiohttp.ClientResponse]] = session.request
+        self._direct = False
         request = getattr(session, "_request", None)
         if getattr(session.request, "__func__", None) is aiohttp.ClientSession.request and (
             getattr(session.post, "__func__", None) is aiohttp.ClientSession.post
             and callable(request)
         ):
-            self._request = request
+            self._direct = True
         elif getattr(session.post, "__func__", None) is not aiohttp.ClientSession.post:
             # A session class of the user's that overrides post(): its POSTs go through it.
             self._request = functools.partial(_through_post, session)
@@ -218,7 +223,7 @@ class AiohttpTransport:
         try:
             # Awaited, then released, rather than ``async with``: the context manager's two
             # extra coroutines are a measurable share of the client's work per request.
-            response = await self._request(
+            response = await (self._session._request if self._direct else self._request)(
                 method,
                 url,
                 data=body,

@@ -43,6 +43,7 @@ Amount = int | float | Decimal
 
 MAX_TRANSACTION_ID_LENGTH = 255
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
+_FRACTION_RE = re.compile(r"\.([0-9]+)(?=[+-][0-9]{2}:?[0-9]{2}$|$)")
 _UTC = datetime.timezone.utc
 _quote = json.encoder.encode_basestring
 
@@ -280,6 +281,11 @@ def parse_timestamp(text: str) -> datetime.datetime:
     ``ValueError`` for anything else (a naive time included)."""
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
+    # A fraction of any length (Python 3.10's fromisoformat takes only 3 or 6 digits).
+    fraction = _FRACTION_RE.search(text)
+    if fraction is not None:
+        digits = (fraction[1] + "000000")[:6]
+        text = text[: fraction.start()] + "." + digits + text[fraction.end() :]
     moment = datetime.datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError("a time without a zone")
