@@ -94,6 +94,6 @@ async def test_a_mocked_401_and_500_fail_as_the_api_would(entered_first: bool) -
 async def test_no_request_reaches_the_real_host_while_a_mock_is_active(started: DataFast) -> None:
     """An unmatched request fails in the mock (a connection error), never on the network."""
     with aioresponses() as mocked:
-        with pytest.raises(TransportError, match="Connection refused: POST https://datafa.st"):
+        with pytest.raises(TransportError, match=r"Connection refused: POST https://datafa\.st"):
             await started.send("v_1", "signup")
         assert len(mocked.requests) == 1
