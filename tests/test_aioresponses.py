@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -97,3 +99,15 @@ async def test_no_request_reaches_the_real_host_while_a_mock_is_active(started: 
         with pytest.raises(TransportError, match=r"Connection refused: POST https://datafa\.st"):
             await started.send("v_1", "signup")
         assert len(mocked.requests) == 1
+
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+async def test_the_readmes_aioresponses_example_runs_as_pasted() -> None:
+    readme = README
+    section = readme.split("### Mocking aiohttp yourself (aioresponses)", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # the README's own code
+    await namespace["test_with_a_mock"]()
