@@ -775,9 +775,7 @@ class FakeDataFast:
             return None  # handled (recorded), and the answer is lost with the connection
         return response
 
-    def _route(
-        self, request: web.Request, parsed: Any, arrived: datetime.datetime
-    ) -> web.Response:
+    def _route(self, request: web.Request, parsed: Any, arrived: datetime.datetime) -> web.Response:
         """The endpoint's own answer (its rules, what it records or deletes)."""
         path = request.path
         methods = METHODS.get(path)
