@@ -129,10 +129,11 @@ class Circuit:
         else:
             self._cooldown = min(self._cooldown * 2, self._policy.max_circuit_cooldown)
             logger.warning(
-                "the probe got the same kind of answer (%s): %d goals failed so far; the next "
+                "the probe got the same kind of answer (%s): %d %s failed so far; the next "
                 "probe in %g s",
                 error,
                 self.failed_while_open,
+                "goals" if self.scope is None else "requests",
                 self._cooldown,
                 extra=_EVENT,
             )

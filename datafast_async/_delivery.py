@@ -105,7 +105,9 @@ class Delivery(Generic[R]):
     def goal(self) -> Goal:
         """The validated goal (the same object every time); a goal's ``Delivery`` only."""
         if not self._kind.goal_alias:
-            raise AttributeError(f"a {self._kind.noun}'s Delivery has no .goal: use .event")
+            noun = self._kind.noun
+            article = "an" if noun[:1] in "aeiou" else "a"
+            raise AttributeError(f"{article} {noun}'s Delivery has no .goal: use .event")
         goal: Goal = self.event
         return goal
 

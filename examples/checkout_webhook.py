@@ -106,6 +106,8 @@ class Erasure(BaseModel):
 async def gdpr_erasure(form: Erasure, df: DataFastDep) -> dict[str, Any]:
     # A direct call each (never queued): the answer says what was deleted. Retried on 5xx and
     # network errors (a delete is idempotent); an error is raised to the caller.
+    # Requests still queued for this visitor go first: a delete does not wait for them.
+    await df.flush(10)
     goals = await df.delete_goals(visitor_id=form.visitor_id)
     payments = await df.delete_payments(visitor_id=form.visitor_id)
     return {"goals": goals.raw, "payments": payments.raw}

@@ -95,6 +95,11 @@ def _to_ms(moment: datetime.datetime) -> datetime.datetime:
     return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
+def _up_to_ms(moment: datetime.datetime) -> datetime.datetime:
+    extra = moment.microsecond % 1000
+    return moment + datetime.timedelta(microseconds=1000 - extra) if extra else moment
+
+
 def _range(start: object, end: object, broken: set[str]) -> tuple[Any, Any]:
     if start is None and end is None:
         return None, None
@@ -110,8 +115,9 @@ def _range(start: object, end: object, broken: set[str]) -> tuple[Any, Any]:
             instants.append(utc_instant(moment))
         except OverflowError:  # no such datetime in UTC: it cannot be sent
             broken.add(field)
-    # As sent (to the millisecond): start must come before end.
-    if len(instants) == 2 and not _to_ms(instants[0]) < _to_ms(instants[1]):
+    # As sent (to the millisecond, inside what was asked: the start up, the end down): start
+    # must come before end.
+    if len(instants) == 2 and not _up_to_ms(instants[0]) < _to_ms(instants[1]):
         broken.update({"start", "end"})
     return (instants[0], instants[1]) if len(instants) == 2 else (None, None)
 

@@ -869,3 +869,13 @@ def test_identify_s_kind() -> None:
     assert IDENTIFY.method == "POST"
     assert IDENTIFY.idempotent is False
     assert IDENTIFY.disabled() == IdentifyResult("disabled", None)
+
+
+def test_traits_whose_items_are_not_pairs_are_a_validation_error() -> None:
+    class Odd(dict[str, object]):
+        def items(self) -> Any:
+            return [("a", 1, 2)]
+
+    with pytest.raises(ValidationError) as caught:
+        validate(VID, "u", Odd(a=1))
+    assert caught.value.field == "traits"

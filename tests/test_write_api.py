@@ -5,6 +5,7 @@ deadline with and without a spool."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -624,3 +625,68 @@ async def test_errors_of_every_kind_are_typed_datafast_errors(
     async with client() as df:
         with pytest.raises(DataFastError, match="user_id too long"):
             await df.send_identify(VISITOR, "u")
+
+
+# -- found in review: the two circuits together ------------------------------------------------
+
+
+async def test_a_request_its_endpoint_refuses_never_stays_the_clients_probe(
+    client: Callable[..., DataFast], routes: Routes
+) -> None:
+    """The client's circuit half-open, the first request at hand a payment whose endpoint
+    refuses (a 403): it is not sent, so it cannot probe; a goal probes instead and the client
+    sends again. Before the fix the client's circuit waited for that probe for ever."""
+    routes.answers["/api/v1/payments"] = lambda request: error(403, "lacks payments:write")
+    async with client(retry=NO_WAIT_QUICK_PROBE, concurrency=1) as df:
+        with pytest.raises(PermissionDeniedError):
+            await df.track_payment_nowait(1, "USD", "first").wait(5)
+        sender = df._run.sender
+        payments_circuit = sender.endpoint_circuits["/api/v1/payments"]
+        payments_circuit.until = asyncio.get_running_loop().time() + 60  # stays open
+        answers = iter([error(401, "Invalid API key")])
+        routes.answers["/api/v1/goals"] = lambda request: next(answers, None) or ok()
+        with pytest.raises(AuthenticationError):
+            await df.track_nowait(VISITOR, "refused").wait(5)
+        await until(lambda: sender.circuit.refresh() is CircuitState.HALF_OPEN)
+        payment = df.track_payment_nowait(1, "USD", "second")  # first in line: the probe
+        goals = [df.track_nowait(VISITOR, f"g{i}") for i in range(5)]
+        results = [await g.wait(5) for g in goals]
+        assert sender.circuit.closed
+    assert all(r.event_id for r in results)
+    assert isinstance(payment.error, PermissionDeniedError)
+
+
+async def test_with_a_spool_requests_an_endpoint_refuses_never_fill_the_bound(
+    tmp_path: Path, routes: Routes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a spool and a 403 on payments, at most half of max_queue_size payments wait in
+    memory; beyond that they fail with the 403 (said once), so goals and identifies still
+    find room and go. Before the fix 200 held payments filled a bound of 20 and every goal
+    after them stayed on disk, unsent, with flush() waiting for ever."""
+    routes.answers["/api/v1/payments"] = lambda request: error(403, "lacks payments:write")
+    df = DataFast(
+        api_key="df_write_api_key_0001",
+        spool_path=tmp_path,
+        max_queue_size=20,
+        retry=NO_WAIT_NO_PROBE,
+        _spool_options=FAST_SPOOL,
+        _transport_factory=routes.factory,
+    )
+    async with df:
+        payments = [df.track_payment_nowait(2, "USD", f"tx{i}") for i in range(200)]
+        goals = [df.track_nowait(VISITOR, f"g{i}") for i in range(20)]
+        identifies = [df.identify_nowait(VISITOR, f"u{i}") for i in range(5)]
+        await until(lambda: all(d.done() for d in goals + identifies), timeout=10)
+        assert await df.flush(5) is False  # what is left waits for the refusing endpoint
+        held = df.stats().by_kind["payments"].in_flight
+        assert held <= 10
+    stats = df.stats()
+    assert all(g.result is not None for g in goals)
+    assert all(i.result is not None for i in identifies)
+    kept = [p for p in payments if isinstance(p.error, ShutdownError) and p.error.spooled]
+    failed = [p for p in payments if isinstance(p.error, PermissionDeniedError)]
+    assert len(kept) + len(failed) == 200
+    assert 0 < len(kept) <= 10
+    assert balances(stats)
+    said = [r for r in caplog.records if "wait for endpoints that refuse" in r.getMessage()]
+    assert len(said) == 1

@@ -132,6 +132,9 @@ def _range(start: object, end: object) -> Query:
         missing = "start" if start is None else "end"
         raise ValidationError(missing, "start and end go together: give both, or neither")
     first, last = _moment("start", start), _moment("end", end)
+    # To the millisecond, inside what was asked: the start rounded up, the end down.
+    if first.microsecond % 1000:
+        first += datetime.timedelta(microseconds=1000 - first.microsecond % 1000)
     since, until = format_timestamp(first), format_timestamp(last)
     # Compared as sent (to the millisecond): a range narrower than that would be empty.
     if not since < until:

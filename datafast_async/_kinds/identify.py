@@ -130,7 +130,13 @@ def _traits(traits: object) -> dict[str, Trait] | None:
     except Exception as exc:
         raise ValidationError("traits", f"traits could not be read: {exc!r}") from None
     out: dict[str, Trait] = {}
-    for key, value in items[:MAX_METADATA_ENTRIES]:
+    for item in items[:MAX_METADATA_ENTRIES]:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise ValidationError(
+                "traits", f"traits.items() must give (key, value) pairs, got {type_name(item)}"
+            ) from None
         if not issubclass(type(key), str):
             raise ValidationError("traits", f"traits keys must be str, got {type_name(key)}")
         name = check_text("traits", str.__str__(key))

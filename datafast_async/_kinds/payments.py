@@ -78,7 +78,12 @@ def _amount(amount: object) -> Amount:
             raise ValidationError("amount", f"amount must be a finite number, got {decimal}")
         if decimal.is_signed() and decimal != 0:
             raise ValidationError("amount", f"amount must be 0 or more, got {decimal}")
-        if not math.isfinite(float(decimal)):
+        as_float = float(decimal)
+        if decimal and not as_float:
+            raise ValidationError(
+                "amount", f"amount {decimal} is too small for a JSON number (read as 0)"
+            )
+        if not math.isfinite(as_float):
             raise ValidationError(
                 "amount", "amount is too large for a JSON number (more than about 1.8e308)"
             )
@@ -290,6 +295,13 @@ def parse_timestamp(text: str) -> datetime.datetime:
     if moment.tzinfo is None:
         raise ValueError("a time without a zone")
     return moment.astimezone(_UTC)
+
+
+def _amount_of(text: str) -> float | Decimal:
+    """A journaled number as the value it was: a float when the float writes the same text
+    (``49.99``), else the ``Decimal`` it was (``49.990``, or more digits than a float holds)."""
+    value = float(text)
+    return value if float.__repr__(value) == text else Decimal(text)
 
 
 def _number(amount: Amount) -> str:
@@ -523,7 +535,7 @@ class PaymentKind(Kind[Payment, PaymentResult]):
 
     def rebuild(self, body: bytes) -> Fields | None:
         try:
-            data = json.loads(body)  # a float back as a float (the bytes are what is sent)
+            data = json.loads(body, parse_float=_amount_of)
             if not isinstance(data, dict):
                 return None
             stamp = data.get("timestamp")

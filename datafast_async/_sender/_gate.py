@@ -23,6 +23,7 @@ from .._errors import APIError, DataFastError, own_copy
 from .._fate import Fate
 from .._kinds import KINDS
 from .._queue import RequestQueue
+from .._reporting import logger
 from ._job import Job
 from ._refill import Refill
 from ._schedule import Schedule
@@ -69,6 +70,8 @@ class Gate:
         #: Whether a worker is failing the waiting requests of the open circuit (one at a
         #: time: with every worker failing a chunk, one step of the loop would fail them all).
         self._failing = False
+        #: Whether the bound of requests held for refusing endpoints was said (once a run).
+        self._said_full = False
 
     def _waiting(self) -> int:
         return len(self._queue) + len(self._schedule)
@@ -129,17 +132,38 @@ class Gate:
         if state is not _OPEN and scoped.probe is None:
             scoped.probe = job.delivery  # half-open: it probes its endpoint
             return True
+        # Not sent: if it was to probe the client's circuit, another request probes now
+        # (else that circuit would wait for this probe's answer for ever).
+        self.circuit.probe_dropped(job.delivery)
         self.hold_back(job, scoped)
         return False
 
     def hold_back(self, job: Job, scoped: Circuit) -> None:
         """``job``'s endpoint refuses: it fails at once with that answer (its own copy), or,
-        with a spool, or while a probe is out, waits in the schedule (no attempt used)."""
+        with a spool, or while a probe is out, waits in the schedule (no attempt used).
+
+        At most half of ``max_queue_size`` requests wait for endpoints that refuse: the rest
+        of the bound stays for the other kinds (with a spool, what waits on disk behind them
+        is read back into it). Beyond that, a refused request fails with the answer, said.
+        """
         state = scoped.refresh()
-        if state is _OPEN and not scoped.keeps and scoped.error is not None:
-            error = own_copy(scoped.error)
+        full = self._schedule.held >= max(1, self._queue.maxsize // 2)
+        if (state is _OPEN and not scoped.keeps) or full:
+            cause = scoped.error
+            if cause is None:
+                cause = DataFastError(f"{scoped.scope} refuses every request")
+            error = own_copy(cause)
             error.maybe_delivered = job.maybe
             scoped.failed_while_open += 1
+            if full and scoped.keeps and not self._said_full:
+                self._said_full = True
+                logger.error(
+                    "%d requests already wait for endpoints that refuse every request (half "
+                    "of max_queue_size): more requests refused by %s fail with its answer (%s)",
+                    self._schedule.held,
+                    scoped.scope,
+                    cause,
+                )
             self._fate.failed(job.delivery, error)
             return
         delay = scoped.until - self._loop.time() if state is _OPEN else _PROBE_PATIENCE
