@@ -324,6 +324,20 @@ def encode_fields(
     timestamp: datetime.datetime | None,
 ) -> bytes:
     """The JSON body for one validated payment; absent optional fields are left out."""
+    if (
+        email is None
+        and name is None
+        and customer_id is None
+        and renewal is None
+        and refunded is None
+        and is_free_trial is None
+        and timestamp is None
+    ):  # the usual payment, in one step
+        visitor = "" if visitor_id is None else f',"datafast_visitor_id":{_quote(visitor_id)}'
+        return (
+            f'{{"amount":{_number(amount)},"currency":"{currency}",'
+            f'"transaction_id":{_quote(transaction_id)}{visitor}}}'
+        ).encode()
     parts = [
         f'{{"amount":{_number(amount)},"currency":"{currency}",'
         f'"transaction_id":{_quote(transaction_id)}'
@@ -458,9 +472,21 @@ def _result(message: object, transaction_id: object) -> PaymentResult:
     )
 
 
+# DataFast's usual answer, compact, read without building a JSON document (json.loads costs
+# several times more on the sender's path): a JSON string without escapes or control bytes.
+_TEXT = rb'"([ !#-\[\]-\xff]*)"'
+_USUAL_RE = re.compile(rb'\{"message":' + _TEXT + rb',"transaction_id":' + _TEXT + rb"\}")
+
+
 def _answer(body: bytes) -> dict[str, object] | None:
     """The object a success answer carries (the bare object; inside ``data`` when it came in
     the goals' envelope), else ``None``."""
+    usual = _USUAL_RE.fullmatch(body)
+    if usual is not None:
+        try:
+            return {"message": usual[1].decode(), "transaction_id": usual[2].decode()}
+        except UnicodeDecodeError:
+            pass
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -527,6 +553,8 @@ class PaymentKind(Kind[Payment, PaymentResult]):
         return encode_fields(*fields)
 
     def is_success(self, body: bytes) -> bool:
+        if _USUAL_RE.fullmatch(body) is not None:
+            return True  # the usual answer, whole: no JSON document built
         return _answer(body) is not None
 
     def read_result(self, body: bytes) -> PaymentResult:
