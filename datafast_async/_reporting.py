@@ -80,11 +80,11 @@ class FailureLog:
     def _summarise(self, kind: tuple[object, ...], entry: list[float]) -> None:
         if entry[1]:
             logger.warning(
-                "%d more %s failed the same way (like: %s) in the last %.0f s",
+                "%d more %s failed the same way (like: %s) %s",
                 int(entry[1]),
                 kind[0],
                 self._labels.get(kind, ""),
-                time.monotonic() - entry[0],
+                _since(time.monotonic() - entry[0]),
             )
             entry[1] = 0
 
@@ -148,9 +148,9 @@ class AttemptLog:
         shown = ", ".join(f"{kind} x{count}" for kind, count in sorted(counts.items()))
         if self._next:
             logger.warning(
-                "attempts keep failing and are retried: %s in the last %.0f s",
+                "attempts keep failing and are retried: %s %s",
                 shown,
-                now - self._since,
+                _since(now - self._since),
             )
         else:
             logger.warning("an attempt failed and will be retried: %s", shown)
@@ -250,6 +250,17 @@ async def _run(callback: Callable[..., object], awaitable: Awaitable[object]) ->
     except Exception:
         logger.exception("the %s callback raised", _name(callback))
         return None
+
+
+def _since(seconds: float) -> str:
+    """When a summed-up line's failures happened: ``just now`` (under 0.1 s), ``in the last
+    0.4 s`` (under 10 s), ``in the last 42 s``. A summary at shutdown may come a moment after
+    the first failure of its kind: it never says "in the last 0 s"."""
+    if seconds < 0.1:
+        return "just now"
+    if seconds < 9.95:  # what rounds to 10.0 is said as 10
+        return f"in the last {seconds:.1f} s"
+    return f"in the last {seconds:.0f} s"
 
 
 def _what(event: object) -> str:

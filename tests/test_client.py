@@ -574,6 +574,46 @@ async def test_repeated_identical_failures_are_logged_once_with_a_count(
     assert "49 more goals failed the same way" in lines[1]
 
 
+async def test_a_failure_summary_soon_after_the_first_failure_says_when_in_words(
+    make_client: MakeClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Goals that fail within a moment are summed up at close: the line said "in the last
+    0 s"; it says "just now" or the tenths of a second."""
+    recorder.answer = lambda r: error(404, "Visitor has no pageviews on this website")
+    async with make_client() as df:
+        for _ in range(5):
+            df.track_nowait("v", "signup")
+    lines = [r.getMessage() for r in caplog.records if "same way" in r.getMessage()]
+    assert len(lines) == 1
+    assert re.search(r"\) (just now|in the last \d\.\d s)$", lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "said"),
+    [
+        (0.0, "just now"),
+        (0.06, "just now"),
+        (0.2, "in the last 0.2 s"),
+        (3.46, "in the last 3.5 s"),
+        (9.97, "in the last 10 s"),
+        (75.2, "in the last 75 s"),
+    ],
+)
+def test_a_failure_summary_says_its_window_for_any_length(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, elapsed: float, said: str
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(_reporting, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    log = _reporting.FailureLog()
+    for _ in range(3):
+        log.record("goal 'signup'", "goals", TransportError("connection refused"))
+    clock[0] += elapsed
+    log.summarise_all()
+    assert caplog.messages[-1] == (
+        f"2 more goals failed the same way (like: connection refused) {said}"
+    )
+
+
 # -- send() -----------------------------------------------------------------------------------
 
 
