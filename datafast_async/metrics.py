@@ -256,6 +256,8 @@ def _import_otel() -> Any:
     try:
         from opentelemetry import metrics
     except ImportError as exc:
+        if exc.name not in (None, "opentelemetry", "opentelemetry.metrics"):
+            raise  # installed, but broken: its own error says why
         raise ImportError(
             "datafast_async.metrics.instrument() needs the OpenTelemetry API: "
             "pip install 'datafast-async[otel]'"
@@ -440,6 +442,8 @@ def _import_prometheus() -> Any:
     try:
         from prometheus_client import metrics_core
     except ImportError as exc:
+        if exc.name not in (None, "prometheus_client"):
+            raise  # installed, but broken: its own error says why
         raise ImportError(
             "datafast_async.metrics.PrometheusCollector needs prometheus_client: "
             "pip install 'datafast-async[prometheus]'"
