@@ -585,6 +585,53 @@ def test_ctrl_c_delivers_or_writes_out_what_was_read_and_exits_130(
     assert sorted(int(g.visitor_id[1:]) for g in fake.goals) == list(range(last))
 
 
+def progress_while_held(
+    fake: ThreadedFakeDataFast, *args: str, env: dict[str, str]
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """The first plain progress line of a command run while the fake holds every request,
+    and the command's result once the fake answers again."""
+    fake.pause()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datafast_async", *args, "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen: list[str] = []
+        for line in process.stderr:  # bounded: the process is killed in finally
+            seen.append(line)
+            if "progress:" in line:
+                break
+        progress = seen[-1] if seen and "progress:" in seen[-1] else ""
+        assert progress, "".join(seen)
+        fake.resume()
+        out, err = process.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        fake.resume()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return progress, subprocess.CompletedProcess(
+        process.args, process.returncode, out, "".join(seen) + err
+    )
+
+
+def test_import_progress_counts_invalid_lines_as_invalid_as_the_summary_does(
+    fake: ThreadedFakeDataFast, tmp_path: Path
+) -> None:
+    lines = [goal_line(f"v{i}") for i in range(5)] + ["not json", json.dumps({"name": "x"})]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    progress, result = progress_while_held(fake, "import", str(source), env=fake_env(fake))
+    assert "delivering the last 5: 0 delivered, 2 invalid, 0 failed" in progress, progress
+    assert progress.startswith("datafast-async: progress: read all 7 lines")
+    assert result.returncode == 1, result.stderr
+    assert summary_value(result.stdout, "invalid") == "2"
+    assert summary_value(result.stdout, "failed") == "0"
+
+
 # -- demo and fake-server -------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -401,3 +402,64 @@ def test_replay_with_namespace_sends_a_rotated_keys_goals_with_the_configured_ke
     code, out, err = run_cli(capsys, "spool", str(tmp_path), "--namespace", old)
     assert code == 2
     assert "--namespace goes with --replay" in err
+
+
+# -- progress, the command line in a process ------------------------------------------------------
+
+
+def progress_while_held(fake: ThreadedFakeDataFast, *args: str) -> tuple[str, str, int]:
+    """The first plain progress line of ``datafast-async ARGS --no-progress``, run while the
+    fake holds every request; then the fake answers: the command's stdout and exit code."""
+    fake.pause()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datafast_async", *args, "--no-progress"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen: list[str] = []
+        for line in process.stderr:  # bounded: the process is killed in finally
+            seen.append(line)
+            if "progress:" in line:
+                break
+        assert "progress:" in (seen[-1] if seen else ""), "".join(seen)
+        fake.resume()
+        out, err = process.communicate(timeout=30)
+    finally:
+        fake.resume()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "Traceback" not in err
+    return seen[-1], out, process.returncode
+
+
+def test_a_resumed_import_spool_counts_the_earlier_runs_requests_still_going_out(
+    fake: ThreadedFakeDataFast, tmp_path: Path
+) -> None:
+    """It said "delivering the last 0" while the 600 goals the earlier run left were sent."""
+    spool = tmp_path / "spool"
+    journal_goals(spool, KEY, [f"left-{i}" for i in range(600)])
+    source = tmp_path / "goals.jsonl"
+    write_goals(source, 10)
+    progress, out, code = progress_while_held(fake, "import", str(source), "--spool", str(spool))
+    assert "read all 10 lines; delivering the last 610: 0 delivered, 0 failed" in progress
+    assert code == 0, out
+    assert summary_value(out, "from spool") == "600"
+    assert summary_value(out, "delivered") == "610"
+    assert len(fake.goals) == 610
+
+
+def test_replay_shows_its_progress_as_it_sends(fake: ThreadedFakeDataFast, tmp_path: Path) -> None:
+    """A replay of a large spool ran for many seconds without a word."""
+    journal_goals(tmp_path, KEY, [f"v{i}" for i in range(600)])
+    progress, out, code = progress_while_held(fake, "spool", str(tmp_path), "--replay")
+    assert re.search(
+        r"^datafast-async: progress: replay \(0%\): 0 of 600 delivered, 0 failed, ", progress
+    ), progress
+    assert code == 0, out
+    assert summary_value(out, "delivered") == "600"
+    assert delivered_visitors(fake) == Counter(f"v{i}" for i in range(600))

@@ -10,7 +10,8 @@
     datafast-async delete goals [--visitor-id V] [--name N] [--start ISO --end ISO] [--yes]
     datafast-async delete payments [--transaction-id T] [--visitor-id V]
                                    [--start ISO --end ISO] [--yes]
-    datafast-async spool DIR [--json] [--files] [--show N] [--replay [--timeout S]]
+    datafast-async spool DIR [--json] [--files] [--show N]
+                         [--replay [--timeout S] [--no-progress]]
     datafast-async fake-server [--host H] [--port P] [--fail-rate P] [--latency S]
     datafast-async demo [--goals N] [--payments N] [--identifies N] [--fail-rate P]
 

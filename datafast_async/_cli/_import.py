@@ -562,6 +562,15 @@ class ImportJob(Interruptible):
     left = 0  # --spool: goals kept in the spool when the client closed (Stats.spooled)
 
     @property
+    def outstanding(self) -> int:
+        """Requests handed to the client (or taken over from the spool) not settled yet."""
+        if self.resume is None:
+            return len(self.pending)
+        # --spool: requests are counted, not mapped to lines (``pending`` stays empty).
+        settled = self.delivered + sum(self.rejected.values()) + sum(self.failed.values())
+        return max(0, self.adopted + self.accepted - settled)
+
+    @property
     def dry_run(self) -> bool:
         """The client is disabled (DATAFAST_ENABLED=0): lines are validated, nothing is sent."""
         return self.validated > 0
@@ -574,23 +583,30 @@ class ImportJob(Interruptible):
                 f"invalid (dry run: nothing is sent)"
             )
         else:
-            counts = (
-                f"{format_count(self.delivered)} delivered, "
-                f"{format_count(self.not_delivered)} failed, "
+            # The summary's words: a line that is not a valid request is invalid, a request
+            # the API refused is rejected; neither is counted failed.
+            counts = f"{format_count(self.delivered)} delivered, "
+            if self.invalid:
+                counts += f"{format_count(self.invalid)} invalid, "
+            if self.rejected:
+                counts += f"{format_count(sum(self.rejected.values()))} rejected, "
+            counts += (
+                f"{format_count(sum(self.failed.values()))} failed, "
                 f"{format_rate(self.delivered, elapsed)}/s"
             )
+        plain = "" if live else f"{PROG}: progress: "
         line = f"line {format_count(self.last_line)}"
         if self.reading_done and self.dry_run:
-            return f"read all {format_count(self.last_line)} lines: {counts}"
+            return f"{plain}read all {format_count(self.last_line)} lines: {counts}"
         if self.reading_done:
             return (
-                f"read all {format_count(self.last_line)} lines; delivering the last "
-                f"{format_count(len(self.pending))}: {counts}"
+                f"{plain}read all {format_count(self.last_line)} lines; delivering the last "
+                f"{format_count(self.outstanding)}: {counts}"
             )
         fraction = self.bytes_done / self.size if self.size else None
         if not live:
             percent = f" ({fraction:.0%})" if fraction is not None else ""
-            return f"{PROG}: progress: {line}{percent}, {counts}"
+            return f"{plain}{line}{percent}, {counts}"
         if fraction is None:
             return f"{line}, {counts}"
         eta = ""

@@ -30,8 +30,10 @@ from ._output import (
     Console,
     format_count,
     format_duration,
+    format_rate,
     table,
 )
+from ._progress import Progress, bar
 
 __all__ = ["add_parser"]
 
@@ -54,7 +56,8 @@ that no live client holds, sends what they hold, and deletes them once delivered
 other namespaces are left alone (they need their own key); files a live client holds are its
 own to send. With --namespace NS, the goals of namespace NS are sent with the configured key
 instead: those of a key that was rotated or revoked since (they count for the configured
-key's website).
+key's website). While it sends, a progress bar is drawn on a terminal (plain progress lines
+every few seconds elsewhere, or with --no-progress), as import does.
 
 Exit codes: 0 (looking; or every goal replayed); 1 some goals were not delivered (they stay in
 the spool, or failed finally); 2 bad usage or settings; 130 interrupted (what is left stays).
@@ -106,6 +109,11 @@ def add_parser(
         type=float,
         default=None,
         help="with --replay: stop after S seconds; what is left stays in the spool",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="with --replay: no progress bar: plain progress lines every few seconds instead",
     )
     parser.set_defaults(run=run)
 
@@ -290,13 +298,15 @@ def _print(console: Console, summary: dict[str, Any], *, files: bool) -> None:
 
 
 class Replay(Interruptible):
-    def __init__(self) -> None:
+    def __init__(self, console: Console, *, live_progress: bool) -> None:
         super().__init__()
         self.delivered = 0
         self.failed: dict[str, int] = {}
         self.refused: DataFastError | None = None
         self.found = 0
         self.flushed = False
+        self.started = time.monotonic()
+        self.progress = Progress(console, self._render, live=live_progress)
 
     def on_success(self, goal: Goal, result: GoalResult) -> None:
         self.delivered += 1
@@ -306,6 +316,7 @@ class Replay(Interruptible):
         self.failed[kind] = self.failed.get(kind, 0) + 1
 
     async def run(self, client: DataFast, timeout: float | None) -> tuple[int, int]:
+        self.started = time.monotonic()
         await client.start()
         self.found = client.stats().enqueued
 
@@ -314,12 +325,33 @@ class Replay(Interruptible):
             if not self.flushed:
                 self._halt_grace = 0.0  # parked on disk (API down) or out of time: keep them
 
-        stats = await self.work_then_close(client, work())
+        self.progress.start()
+        try:
+            stats = await self.work_then_close(client, work())
+        finally:
+            await self.progress.stop()
         return stats.spooled, stats.enqueued
+
+    def _render(self, live: bool) -> str:
+        """The progress text, in import's words: delivered of found, failed, the rate."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        failed = sum(self.failed.values())
+        counts = (
+            f"{format_count(self.delivered)} of {format_count(self.found)} delivered, "
+            f"{format_count(failed)} failed, {format_rate(self.delivered, elapsed)}/s"
+        )
+        fraction = (self.delivered + failed) / self.found if self.found else 1.0
+        if not live:
+            return f"{PROG}: progress: replay ({fraction:.0%}): {counts}"
+        eta = ""
+        if 0.001 < fraction < 1:
+            left = elapsed * (1 - fraction) / fraction
+            eta = f", {left:.0f} s left" if left < 60 else f", {format_duration(left)} left"
+        return f"{bar(fraction, 12)} {fraction:4.0%} {counts}{eta}"
 
 
 def _replay(args: argparse.Namespace, console: Console, before: dict[str, Any]) -> int:
-    replay = Replay()
+    replay = Replay(console, live_progress=console.err_is_tty and not args.no_progress)
     other: str | None = args.namespace
     if other is not None and other not in {entry["namespace"] for entry in before["namespaces"]}:
         raise CLIError(
