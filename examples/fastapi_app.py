@@ -1,10 +1,19 @@
 """A FastAPI app that records DataFast goals from its endpoints.
 
-Run it (it needs ``pip install datafast-async fastapi uvicorn``)::
+Run it (it needs ``pip install datafast-async fastapi uvicorn``) against DataFast::
 
     DATAFAST_API_KEY=df_... python examples/fastapi_app.py
 
-then, with the visitor id the DataFast script set in your browser::
+or, with no account and no network, against the fake DataFast server that comes with the
+package: start it in one terminal (it prints each goal it accepts), the app in another::
+
+    datafast-async fake-server
+    DATAFAST_BASE_URL=http://127.0.0.1:8787 DATAFAST_API_KEY=df_test \\
+        python examples/fastapi_app.py
+
+It listens on 127.0.0.1:8000; for another port, pass it (``python examples/fastapi_app.py
+8001``) or set ``PORT=8001``. Then, with the visitor id the DataFast script set in your
+browser (the fake server takes any)::
 
     curl -X POST localhost:8000/signup -H 'Content-Type: application/json' \\
         -d '{"email": "ada@example.com", "plan": "pro"}' \\
@@ -64,6 +73,11 @@ def create_app(datafast: DataFast | None = None) -> FastAPI:
 app = create_app()
 
 if __name__ == "__main__":
+    import os
+    import sys
+
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=8000)
+    # The port: the first argument, else $PORT, else 8000.
+    port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PORT", "8000"))
+    uvicorn.run(app, host="127.0.0.1", port=port)

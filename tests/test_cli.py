@@ -724,6 +724,22 @@ def test_fake_server_prints_its_url_and_each_goal_and_stops_on_sigterm() -> None
     assert "Traceback" not in err
 
 
+def test_fake_server_help_offers_no_base_url_it_serves_and_sends_nowhere() -> None:
+    result = cli("fake-server", "--help", env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert "--base-url" not in result.stdout
+    assert "(DATAFAST_API_KEY)" not in result.stdout  # its key is df_test unless --api-key
+    assert "--api-key KEY" in result.stdout
+    assert "(default: df_test)" in result.stdout
+    for args in (
+        ["fake-server", "--base-url", "http://x"],
+        ["--base-url", "http://x", "fake-server"],
+    ):
+        refused = cli(*args, "--port", "0", env=clean_env())
+        assert refused.returncode == 2
+        assert "--base-url" in assert_one_error_line(refused)
+
+
 # -- the parts, without a process -----------------------------------------------------------------
 
 

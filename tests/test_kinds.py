@@ -67,6 +67,25 @@ async def test_stats_count_per_kind_with_the_same_invariant(
     assert events == [Goal("v", "good")]
 
 
+async def test_stats_as_dict_is_plain_data_for_json_as_the_readme_says(
+    make_client: Any, recorder: Recorder
+) -> None:
+    recorder.answer = lambda request: ok()
+    async with make_client() as df:
+        for _ in range(3):
+            df.track_nowait("v", "signup")
+        assert await df.flush(timeout=5)
+        data = json.loads(json.dumps(df.stats().as_dict()))
+    counters = ["enqueued", "delivered", "failed", "dropped", "retries", "queued", "in_flight"]
+    assert list(data) == [*counters, "spooled", "concurrency_limit", "by_kind"]
+    assert (data["enqueued"], data["delivered"]) == (3, 3)
+    assert list(data["by_kind"]) == ["goals", "payments", "identify"]
+    assert data["by_kind"]["goals"] == dict.fromkeys([*counters, "spooled"], 0) | {
+        "enqueued": 3,
+        "delivered": 3,
+    }
+
+
 async def test_a_refused_goal_counts_as_dropped_for_its_kind(make_client: Any) -> None:
     async with make_client(max_queue_size=1) as df:
         df.track_nowait("v", "a")

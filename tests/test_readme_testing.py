@@ -16,10 +16,10 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_TIMEOUT = 60.0  # seconds: a pytest run in a fresh process
 
 
-def readme_block(containing: str) -> str:
-    """The README's ``python`` code block that contains ``containing``."""
+def readme_block(*containing: str) -> str:
+    """The README's ``python`` code block that contains each of ``containing``."""
     blocks = re.findall(r"^```python\n(.*?)^```$", README.read_text(encoding="utf-8"), re.S | re.M)
-    [block] = [block for block in blocks if containing in block]
+    [block] = [block for block in blocks if all(text in block for text in containing)]
     return str(block)
 
 
@@ -37,17 +37,26 @@ def run_pytest(tmp_path: Path, source: str, *options: str) -> subprocess.Complet
     )
 
 
-def test_the_async_example_passes_as_pasted_under_pytest_asyncio_strict(tmp_path: Path) -> None:
-    source = readme_block("async def test_signup_records_a_goal")
+EXAMPLE = "async def test_signup_records_a_goal"
+
+
+def test_the_pytest_asyncio_example_passes_as_pasted_in_strict_mode(tmp_path: Path) -> None:
+    source = readme_block("@pytest.mark.asyncio", EXAMPLE)
     result = run_pytest(tmp_path, source, "-o", "asyncio_mode=strict")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b1 passed\b", result.stdout), result.stdout
 
 
-def test_the_async_example_passes_with_anyios_mark_instead(tmp_path: Path) -> None:
-    source = readme_block("async def test_signup_records_a_goal")
-    assert "@pytest.mark.asyncio" in source
-    source = source.replace("@pytest.mark.asyncio", "@pytest.mark.anyio", 1)
-    result = run_pytest(tmp_path, source, "-p", "no:asyncio")  # anyio's plugin alone
+@pytest.mark.parametrize(
+    "plugins",
+    [
+        pytest.param(["-p", "no:asyncio"], id="anyio-alone"),
+        pytest.param(["-o", "asyncio_mode=strict"], id="beside-pytest-asyncio"),
+    ],
+)
+def test_the_anyio_example_passes_as_pasted(tmp_path: Path, plugins: list[str]) -> None:
+    source = readme_block("@pytest.mark.anyio", EXAMPLE)
+    assert "pytest.mark.asyncio" not in source
+    result = run_pytest(tmp_path, source, *plugins)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b1 passed\b", result.stdout), result.stdout

@@ -8,11 +8,16 @@ import asyncio
 import contextlib
 import importlib.util
 import inspect
+import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -185,6 +190,87 @@ def test_example_app_as_pasted_reaches_a_real_server(
         assert all(goal.visitor_id == "v_123" for goal in fake.goals)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    """SIGINT (Ctrl-C) to a process, then its stdout."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        out, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(sys.platform == "win32", reason="Ctrl-C as SIGINT")
+@pytest.mark.parametrize("how", ["argument", "PORT"])
+def test_example_app_run_as_its_docstring_says_against_datafast_async_fake_server(
+    tmp_path: Path, how: str
+) -> None:
+    """The docstring's commands: ``datafast-async fake-server`` in one terminal, the app in
+    another (its port as an argument, or ``PORT``), a signup with the visitor's cookie."""
+    docstring = EXAMPLE.read_text(encoding="utf-8").split('"""')[1]
+    assert "datafast-async fake-server" in docstring
+    assert "DATAFAST_API_KEY=df_test" in docstring
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAFAST_", "PORT"))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "datafast_async", "fake-server", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    app: subprocess.Popen[str] | None = None
+    try:
+        assert server.stdout is not None
+        match = re.search(r"listening on (http://\S+)", server.stdout.readline())
+        assert match is not None
+        port = _free_port()
+        app_env = {**env, "DATAFAST_BASE_URL": match.group(1), "DATAFAST_API_KEY": "df_test"}
+        args = [sys.executable, str(EXAMPLE)]
+        if how == "argument":
+            args.append(str(port))
+        else:
+            app_env["PORT"] = str(port)
+        app = subprocess.Popen(
+            args, env=app_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert app.poll() is None, app.communicate()[1]
+                assert time.monotonic() < deadline, "the app did not listen"
+                time.sleep(0.05)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/signup",
+            data=json.dumps(SIGNUP).encode(),
+            headers={"Content-Type": "application/json", "Cookie": COOKIE["cookie"]},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read()) == {"ok": True}
+        for line in server.stdout:  # bounded: the server is stopped in finally
+            if line.startswith("goal 1:"):
+                assert "signup visitor=v_123" in line
+                assert '"plan": "pro"' in line
+                break
+    finally:
+        if app is not None:
+            _stop(app)
+        out = _stop(server)
+    assert "1 goals accepted" in out
+
+
 def test_the_examples_timing_claims_are_the_readmes_measurements() -> None:
     """A cost quoted in the example is one the README's "Performance" section measured."""
     example = EXAMPLE.read_text(encoding="utf-8")
@@ -196,6 +282,11 @@ def test_the_examples_timing_claims_are_the_readmes_measurements() -> None:
     assert 'README\'s "Performance"' in example.replace("\n        # ", " ")
     for claim in claims:
         assert claim in performance, claim
+    # The CHANGELOG's entry for the example quotes the same cost (it said 1.6 µs).
+    changelog = (EXAMPLE.parent.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    entry = changelog.split("- `examples/fastapi_app.py` quotes the measured cost", 1)[1]
+    entry = entry.split("\n- ", 1)[0].replace("\n  ", " ")
+    assert re.findall(r"about \d+(?:\.\d+)? µs", entry) == sorted(set(claims)), entry
 
 
 def test_lifespan_without_a_key_fails_at_start_up_not_at_import(

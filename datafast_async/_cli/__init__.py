@@ -116,6 +116,33 @@ def _common_options(*, top: bool) -> argparse.ArgumentParser:
     return common
 
 
+def _server_options() -> argparse.ArgumentParser:
+    """``fake-server``'s own: the key it accepts, never a base URL (it serves; it sends to
+    nothing), and not read from the environment."""
+    options = _Parser(add_help=False)
+    group = options.add_argument_group("the key it accepts (not read from DATAFAST_*)")
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=argparse.SUPPRESS,
+        help="the df_ key or dft_ token it accepts (default: df_test)",
+    )
+    group.add_argument(
+        "--website-id",
+        metavar="ID",
+        default=argparse.SUPPRESS,
+        help="with a dft_ token, the ?websiteId= it requires (default: any)",
+    )
+    options.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show the SDK's warnings",
+    )
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -134,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     _import.add_parser(subparsers, common)
     _delete.add_parser(subparsers, common)
     _spool.add_parser(subparsers, common)
-    _fake_server.add_parser(subparsers, common)
+    _fake_server.add_parser(subparsers, _server_options())
     return parser
 
 
