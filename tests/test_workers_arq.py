@@ -27,7 +27,8 @@ from datafast_async.workers.arq import DataFastHooks, get_client
 from ._redis import redis_server
 from ._workers import ROOT, Worker, journaled, lines, settled, wait_until
 
-pytestmark = pytest.mark.integration
+# Real worker processes: a slow proof, run on the newest Python only in CI.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 APP = "tests.workers_arq_app.WorkerSettings"
 RESULT_TIMEOUT = 15.0  # seconds for a job's result

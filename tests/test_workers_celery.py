@@ -27,7 +27,8 @@ from ._sync_workers import (
     worker_env,
 )
 
-pytestmark = pytest.mark.integration
+# Real worker processes: a slow proof, run on the newest Python only in CI.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 celery = pytest.importorskip("celery", reason="the celery extra is not installed")
 

@@ -43,6 +43,9 @@ else:
 
 needs_a_redis_broker = pytest.mark.skipif(NO_REDIS_BROKER is not None, reason=str(NO_REDIS_BROKER))
 
+# Real worker processes: a slow proof, run on the newest Python only in CI.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 APP = "tests.workers_taskiq_app:broker"
 RESULT_TIMEOUT = 15.0  # seconds for a task's result
 
