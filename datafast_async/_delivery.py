@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ._kinds import Fields, Kind
     from ._models import Goal
 
-__all__ = ["Delivery", "pending"]
+__all__ = ["Delivery", "FieldsDelivery", "pending"]
 
 R = TypeVar("R")
 
@@ -234,3 +234,36 @@ def _wake(future: asyncio.Future[None]) -> None:
 def _set_if_pending(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+class FieldsDelivery(Delivery[R]):
+    """A ``Delivery`` that keeps its kind's validated fields as one tuple (payments,
+    identify: kinds whose queues are not the 10,000-goal hot path that goals' slots serve)."""
+
+    __slots__ = ("_values",)
+
+    if TYPE_CHECKING:
+        _values: Fields
+
+    @property
+    def _fields(self) -> Fields:
+        return self._values
+
+    def _body(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            return self._kind.encode(self._values)
+        return wire
+
+    @classmethod
+    def holding(cls, kind: Kind[Any, R], fields: Fields) -> FieldsDelivery[R]:
+        """A new, unsettled one of ``kind`` holding ``fields`` (every slot set here)."""
+        delivery: FieldsDelivery[R] = object.__new__(cls)
+        delivery._kind = kind
+        delivery._event = None
+        delivery._outcome = None
+        delivery._waiters = None
+        delivery._wire = None
+        delivery._spool = None
+        delivery._values = fields
+        return delivery

@@ -13,11 +13,11 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import attrs
 
-from .._delivery import Delivery
+from .._delivery import FieldsDelivery
 from .._errors import ValidationError
 from .._validation import MAX_METADATA_ENTRIES, check_text, shown, type_name
 from ._kind import Fields, Kind
@@ -265,23 +265,10 @@ def _data(body: bytes) -> Mapping[str, object] | None:
     return inner if isinstance(inner, dict) else {}
 
 
-class IdentifyDelivery(Delivery[IdentifyResult]):
+class IdentifyDelivery(FieldsDelivery[IdentifyResult]):
     """An identify's ``Delivery``: its validated fields, as a tuple."""
 
-    __slots__ = ("_values",)
-
-    if TYPE_CHECKING:
-        _values: Fields
-
-    @property
-    def _fields(self) -> Fields:
-        return self._values
-
-    def _body(self) -> bytes:
-        wire = self._wire
-        if wire is None:
-            return encode_fields(*self._values)
-        return wire
+    __slots__ = ()
 
 
 class IdentifyKind(Kind[Identify, IdentifyResult]):
@@ -294,15 +281,7 @@ class IdentifyKind(Kind[Identify, IdentifyResult]):
     value_type = Identify
 
     def pending(self, fields: Fields) -> IdentifyDelivery:
-        delivery: IdentifyDelivery = _new_object(IdentifyDelivery)
-        delivery._kind = self
-        delivery._event = None
-        delivery._outcome = None
-        delivery._waiters = None
-        delivery._wire = None
-        delivery._spool = None
-        delivery._values = fields
-        return delivery
+        return IdentifyDelivery.holding(self, fields)  # type: ignore[return-value]
 
     def build(self, fields: Fields) -> Identify:
         identify: Identify = _new_object(Identify)

@@ -17,11 +17,11 @@ import json
 import math
 import re
 from decimal import Decimal
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import attrs
 
-from .._delivery import Delivery
+from .._delivery import FieldsDelivery
 from .._errors import ValidationError
 from .._validation import check_text, check_visitor_id, shown, type_name
 from ._kind import Fields, Kind
@@ -503,23 +503,10 @@ def _answer(body: bytes) -> dict[str, object] | None:
     return None
 
 
-class PaymentDelivery(Delivery[PaymentResult]):
+class PaymentDelivery(FieldsDelivery[PaymentResult]):
     """A payment's ``Delivery``: its validated fields, as a tuple."""
 
-    __slots__ = ("_values",)
-
-    if TYPE_CHECKING:
-        _values: Fields
-
-    @property
-    def _fields(self) -> Fields:
-        return self._values
-
-    def _body(self) -> bytes:
-        wire = self._wire
-        if wire is None:
-            return encode_fields(*self._values)
-        return wire
+    __slots__ = ()
 
 
 class PaymentKind(Kind[Payment, PaymentResult]):
@@ -533,15 +520,7 @@ class PaymentKind(Kind[Payment, PaymentResult]):
     idempotent = True
 
     def pending(self, fields: Fields) -> PaymentDelivery:
-        delivery: PaymentDelivery = _new_object(PaymentDelivery)
-        delivery._kind = self
-        delivery._event = None
-        delivery._outcome = None
-        delivery._waiters = None
-        delivery._wire = None
-        delivery._spool = None
-        delivery._values = fields
-        return delivery
+        return PaymentDelivery.holding(self, fields)  # type: ignore[return-value]
 
     def build(self, fields: Fields) -> Payment:
         return _checked(fields)
