@@ -40,8 +40,8 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check datafast_async tests examples benchmarks
 	$(BIN)/mypy
 
-## The benchmarks (about ten minutes, every core busy): prints the table of the README's
-## "Performance" section, writes benchmarks/results/ and benchmarks/last-run.json.
+## The benchmarks (about ten minutes, every core busy): prints the table of docs/performance.md,
+## writes benchmarks/results/ and benchmarks/last-run.json.
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks
 

@@ -1,7 +1,7 @@
 """``python -m benchmarks [--quick] [--only SECTION ...]``: run, save JSON, print the tables.
 
 The full run takes several minutes and writes ``benchmarks/results/<time>.json`` and a copy at
-``benchmarks/last-run.json`` (the source of the README's table). ``--quick`` runs every
+``benchmarks/last-run.json`` (the source of docs/performance.md's table). ``--quick`` runs every
 section on tiny sizes in seconds: it checks that the benchmarks work, not how fast anything is,
 and writes only under ``benchmarks/results/``.
 """

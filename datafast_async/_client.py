@@ -64,7 +64,7 @@ class DataFast(WriteAPI):
         spool_path: A directory for the durable spool (created 0700 if needed); ``None``
             reads ``DATAFAST_SPOOL_PATH``, else no spool. With a spool every accepted goal is
             journaled there until it settles: a restart, a crash or a long outage loses none
-            (see the README's "Durability"); goals beyond ``max_queue_size`` wait on disk.
+            (see docs/guarantees.md, "Durability"); goals beyond ``max_queue_size`` wait on disk.
         spool_max_bytes: The most bytes the spool's files of this client may hold; goals are
             refused (``on_full``) only past it.
 

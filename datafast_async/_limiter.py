@@ -24,7 +24,7 @@ __all__ = ["DECREASE", "Limiter"]
 #: The multiplicative decrease, chosen by ``make bench``'s capped server (300 requests/s at
 #: 50 ms, where ~15 requests in flight is the capacity): 0.5 (TCP Reno's) swings the limit down
 #: to 5 and loses goodput in some rounds; 0.9 stays near the cap but earns 6.5% of 429s; 0.7
-#: kept the full 300/s with 3.5% of 429s (0.8: 300/s, 3.9%). See the README's "Performance".
+#: kept the full 300/s with 3.5% of 429s (0.8: 300/s, 3.9%). See docs/performance.md.
 DECREASE = 0.7
 _INITIAL = 8
 

@@ -48,7 +48,7 @@ async def signup(form: Signup, df: DataFastDep, vid: VisitorId) -> dict[str, boo
     # ... create the account ...
     if vid:
         # Validates now and queues, never waits on the network: about 1.8 µs on the 2-core
-        # VM of the README's "Performance" section (Python 3.13), validation included.
+        # VM of docs/performance.md (Python 3.13), validation included.
         await df.track(vid, "signup", metadata={"plan": form.plan})
     return {"ok": True}
 

@@ -17,6 +17,8 @@ from types import TracebackType
 
 from datafast_async.testing import ThreadedFakeDataFast
 
+from ._docs import first_python_block
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0  # seconds for a worker to say it is ready
 STOP_TIMEOUT = 20.0  # seconds for a worker to end after SIGTERM
@@ -137,10 +139,8 @@ class WorkerProcess:
 
 
 def readme_block(heading: str) -> str:
-    """The first ``python`` block of the README's section ``### <heading>``."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split(f"\n### {heading}\n", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The first ``python`` block of the section ``heading`` of ``docs/workers.md``."""
+    return first_python_block("workers.md", heading)
 
 
 def spooled_records(spool: Path) -> int:

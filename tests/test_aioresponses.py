@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,8 @@ from datafast_async import (
     ServerError,
     TransportError,
 )
+
+from ._docs import page, python_blocks
 
 # DataFast's success answers, as the README shows them.
 GOAL_OK = {
@@ -101,13 +102,10 @@ async def test_no_request_reaches_the_real_host_while_a_mock_is_active(started: 
         assert len(mocked.requests) == 1
 
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-
-
 async def test_the_readmes_aioresponses_example_runs_as_pasted() -> None:
-    readme = README
-    section = readme.split("### Mocking aiohttp yourself (aioresponses)", 1)[1]
-    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    testing = page("testing.md")
+    section = testing.split("## Mocking aiohttp yourself (aioresponses)", 1)[1]
+    block = python_blocks(section)[0]
     namespace: dict[str, Any] = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # the README's own code
+    exec(compile(block, "docs/testing.md", "exec"), namespace)  # the README's own code
     await namespace["test_with_a_mock"]()

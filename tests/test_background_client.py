@@ -26,6 +26,8 @@ from datafast_async import (
 )
 from datafast_async.testing import ThreadedFakeDataFast
 
+from ._docs import first_python_block
+
 VISITOR = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 NO_WAIT = RetryPolicy(initial_delay=0, max_delay=0)
 RUN_TIMEOUT = 60.0  # seconds for a child Python process
@@ -249,9 +251,7 @@ def test_a_forked_child_has_its_own_client_and_the_parents_goals_stay_the_parent
 
 
 def test_the_readmes_sync_example_runs_as_pasted(fake: ThreadedFakeDataFast) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n### Sync code: `BackgroundClient`\n", 1)[1]
-    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    block = first_python_block("workers.md", "Sync code: `BackgroundClient`")
     done = run_child(block, fake)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "True"

@@ -11,7 +11,6 @@ import asyncio
 import gc
 import json
 import os
-import re
 import subprocess
 import sys
 from collections import Counter
@@ -33,6 +32,7 @@ from datafast_async._transport import MockTransport, Request, Response
 from datafast_async.metrics import PrometheusCollector, instrument
 from datafast_async.testing import ThreadedFakeDataFast
 
+from ._docs import page, python_blocks
 from ._fakes import (
     FAST_SPOOL,
     NO_WAIT,
@@ -671,13 +671,10 @@ def test_only_a_client_is_read() -> None:
 
 # -- the README's recipes, run as pasted ----------------------------------------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-
 
 def readme_blocks() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
-    return [str(b) for b in re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)]
+    """The ``python`` blocks of ``docs/metrics.md``."""
+    return python_blocks(page("metrics.md"))
 
 
 def run_python(tmp_path: Path, fake: ThreadedFakeDataFast, source: str) -> str:

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from ._docs import page, python_blocks
+
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_TIMEOUT = 60.0  # seconds: a pytest run in a fresh process
 
 
 def readme_block(*containing: str) -> str:
-    """The README's ``python`` code block that contains each of ``containing``."""
-    blocks = re.findall(r"^```python\n(.*?)^```$", README.read_text(encoding="utf-8"), re.S | re.M)
+    """The ``python`` code block of ``docs/testing.md`` that contains each of ``containing``."""
+    blocks = python_blocks(page("testing.md"))
     [block] = [block for block in blocks if all(text in block for text in containing)]
     return str(block)
 

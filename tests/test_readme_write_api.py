@@ -1,10 +1,10 @@
-"""The README's "Payments, identify and deletes" examples run as pasted (each saved as a file)
-against a fake DataFast on 127.0.0.1, with the environment the README says to export."""
+"""The examples of ``docs/write-api.md`` ("Payments, identify and deletes") run as pasted (each
+saved as a file) against a fake DataFast on 127.0.0.1, with the environment the page says to
+export."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +13,16 @@ import pytest
 
 from datafast_async.testing import ThreadedFakeDataFast
 
+from ._docs import python_blocks, section
+
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 RUN_TIMEOUT = 60.0  # seconds: a fresh interpreter that imports the SDK and sends a few requests
 
 
 def section_blocks(heading: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return [str(b) for b in re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)]
+    """The ``python`` blocks of ``docs/write-api.md`` (whose title is ``heading``)."""
+    return python_blocks(section("write-api.md", heading))
 
 
 def run_example(tmp_path: Path, source: str, fake: ThreadedFakeDataFast) -> str:
@@ -87,3 +87,14 @@ asyncio.run(main())
         assert [g.visitor_id for g in fake.goals] == ["someone-else"]
         assert fake.payments == []
     assert out.strip()
+
+
+def test_the_front_pages_example_sends_each_kind_then_erases_the_goals(tmp_path: Path) -> None:
+    [example] = python_blocks(section("README.md", "Payments, identify and deletes"))
+    with ThreadedFakeDataFast() as fake:
+        out = run_example(tmp_path, example, fake)
+        goals, payments, identities = fake.goals, fake.payments, fake.identities
+    assert out.strip()  # the API's message for the delete
+    assert goals == []  # recorded, then erased: the flush came before the delete
+    assert [p.transaction_id for p in payments] == ["ch_3Nx1"]
+    assert [(i.user_id, i.traits) for i in identities] == [("user_42", {"plan": "pro"})]

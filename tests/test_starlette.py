@@ -45,6 +45,7 @@ from datafast_async.starlette import (
 )
 from datafast_async.testing import ThreadedFakeDataFast
 
+from ._docs import page
 from ._fakes import Recorder, ok
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastapi_app.py"
@@ -274,12 +275,11 @@ def test_example_app_run_as_its_docstring_says_against_datafast_async_fake_serve
 def test_the_examples_timing_claims_are_the_readmes_measurements() -> None:
     """A cost quoted in the example is one the README's "Performance" section measured."""
     example = EXAMPLE.read_text(encoding="utf-8")
-    readme = (EXAMPLE.parent.parent / "README.md").read_text(encoding="utf-8")
-    performance = readme.split("\n## Performance\n", 1)[1].split("\n## ", 1)[0]
+    performance = page("performance.md")
     assert "microsecond" not in example
     claims = re.findall(r"about \d+(?:\.\d+)? µs", example)
     assert claims, "the example quotes no measured cost"
-    assert 'README\'s "Performance"' in example.replace("\n        # ", " ")
+    assert "docs/performance.md" in example.replace("\n        # ", " ")
     for claim in claims:
         assert claim in performance, claim
     # The CHANGELOG's entry for the example quotes the same cost (it said 1.6 µs).

@@ -24,8 +24,9 @@ from datafast_async import ConfigurationError, DataFast
 from datafast_async.testing import ThreadedFakeDataFast
 from datafast_async.workers.arq import DataFastHooks, get_client
 
+from ._docs import first_python_block
 from ._redis import redis_server
-from ._workers import ROOT, Worker, journaled, lines, settled, wait_until
+from ._workers import Worker, journaled, lines, settled, wait_until
 
 # Real worker processes: a slow proof, run on the newest Python only in CI.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -215,9 +216,8 @@ def test_a_worker_killed_with_a_spool_leaves_them_to_the_next_worker(
 
 
 def readme_block(heading: str) -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split(f"\n### {heading}\n", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The first ``python`` block of the section ``heading`` of ``docs/workers.md``."""
+    return first_python_block("workers.md", heading)
 
 
 def test_the_readmes_arq_recipe_runs_as_pasted(tmp_path: Path, redis_url: str) -> None:
