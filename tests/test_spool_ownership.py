@@ -207,8 +207,10 @@ def test_a_file_left_half_created_by_a_crash_is_removed_and_a_live_one_left_alon
 ) -> None:
     dead = tmp_path / f".{NS}.{1:020d}-1-0.jsonl.new"
     dead.write_bytes(b"")
+    dead.chmod(0o600)  # as the SDK creates it
     live = tmp_path / f".{NS}.{2:020d}-2-0.jsonl.new"
     live.write_bytes(b"")
+    live.chmod(0o600)
     fd = os.open(live, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -67,6 +67,7 @@ from ._ownership import (
     abandon,
     adopt,
     available,
+    check_directory,
     create,
     delete,
     make_directory,
@@ -412,14 +413,16 @@ class Journal:
     # -- life cycle (blocking: run these in a thread) -------------------------------------
 
     def open(self) -> Adoption:
-        """Create the directory (0700) if needed, take over the files of this namespace that
-        no live client holds, start the writer. Returns what was taken over: its ``records``
+        """Create the directory (0700) if needed, refuse one that another user could write
+        to, take over this user's own files of this namespace that no live client holds,
+        start the writer. Returns what was taken over: its ``records``
         are the goals to send first (oldest first, each once); they are pending in this
         journal, to ``ack`` like any other (never ``append`` them again); the files they are
         in belong to the journal now (``Adoption.files`` is emptied).
 
-        Never raises for a fault of the spool: a directory that cannot be created or written
-        is one ERROR and the journal runs disabled (``append`` answers ``MEMORY_ONLY``).
+        Never raises for a fault of the spool: a directory that cannot be created or written,
+        or that is not the process's user's own or is writable by its group or others, is one
+        ERROR and the journal runs disabled (``append`` answers ``MEMORY_ONLY``).
         Raises ``RuntimeError`` if called twice.
         """
         with self._lock:
@@ -427,6 +430,7 @@ class Journal:
                 raise RuntimeError("Journal.open() was already called")
         try:
             make_directory(self._directory)
+            check_directory(self._directory)
             adoption = adopt(self._directory, self._namespace, max_bytes=self._max_bytes)
         except OSError as exc:
             self._disable(exc)
@@ -491,6 +495,7 @@ class Journal:
             "unknown_ack": adoption.unknown_acks,
             "duplicate": adoption.duplicates,
             "unreadable": len(adoption.unreadable),
+            "foreign": len(adoption.foreign),
         }
         with self._lock:
             for kind, count in counts.items():
@@ -514,6 +519,14 @@ class Journal:
                 len(adoption.unreadable),
                 self._directory,
                 ", ".join(f"{name} ({why})" for name, why in adoption.unreadable),
+            )
+        if adoption.foreign:
+            logger.error(
+                "refused %d journal files in the spool at %s that are not this user's own "
+                "private files (another user may have planted them): left alone, never sent: %s",
+                len(adoption.foreign),
+                self._directory,
+                ", ".join(f"{name} ({why})" for name, why in adoption.foreign),
             )
         if adoption.left:
             logger.warning(
@@ -853,6 +866,7 @@ class Journal:
                 raise
             # The directory was removed under the running journal: make it again (0700).
             make_directory(self._directory)
+            check_directory(self._directory)
             held = create(*args)
         return _Segment(held, 0, 0, 0)
 

@@ -12,6 +12,12 @@ while its lock is held, and an adopter checks after locking that the name still 
 file it locked. Every file is opened with ``O_NOFOLLOW`` (a symlink is refused) and
 ``O_CLOEXEC``; new files are 0600 and a new directory 0700, whatever the umask.
 
+Others must not be able to plant files that a client would send with its key (as ssh and
+Vector refuse them): a directory that is not the process's user's own, or that its group or
+others may write to (``/tmp`` itself, a mode 1777 directory), is refused (``check_directory``),
+and only files owned by that user with no permission for group or others are taken over
+(others are listed in ``Adoption.foreign``, never opened for writing, never deleted).
+
 Everything here blocks (the journal calls it from its own thread, or before it starts).
 """
 
@@ -41,6 +47,7 @@ __all__ = [
     "abandon",
     "adopt",
     "available",
+    "check_directory",
     "create",
     "delete",
     "inspect",
@@ -107,6 +114,49 @@ def make_directory(path: str) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
 
 
+def check_directory(path: str) -> None:
+    """Refuse a directory where another user could plant journal files: one not owned by the
+    process's (effective) user, or writable by its group or by others. Raises
+    ``PermissionError`` saying which, and how to fix it."""
+    info = os.stat(path)
+    uid = _euid()
+    if uid is not None and info.st_uid != uid:
+        raise PermissionError(
+            errno.EPERM,
+            f"it belongs to uid {info.st_uid}, not to this process's user (uid {uid}): another "
+            "user's files are never sent with this key",
+            path,
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            errno.EPERM,
+            f"its mode is {stat.S_IMODE(info.st_mode):04o}: its group or other users can "
+            f"write to it and plant goals that would be sent with this key; use a private "
+            f"directory (chmod 700 {path})",
+            path,
+        )
+
+
+def _euid() -> int | None:
+    geteuid = getattr(os, "geteuid", None)
+    return None if geteuid is None else int(geteuid())
+
+
+def _foreign(info: os.stat_result) -> str | None:
+    """Why a journal file is not one to take over (not this user's own, or open to its group
+    or to others), or ``None``."""
+    uid = _euid()
+    if uid is not None and info.st_uid != uid:
+        return f"owned by uid {info.st_uid}, not by this process's user (uid {uid})"
+    if info.st_mode & 0o077:
+        return f"mode {stat.S_IMODE(info.st_mode):04o}, not 0600"
+    return None
+
+
+class Foreign(OSError):
+    """A journal file that is not this user's own private file: never taken over."""
+
+
 @attrs.define(eq=False)
 class Held:
     """A journal file this process holds open and locked."""
@@ -153,6 +203,9 @@ def _try_hold(directory: str, name: SegmentName) -> Held | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
+        why = _foreign(info)
+        if why is not None:
+            raise Foreign(errno.EPERM, why, path)
         os.set_blocking(fd, True)  # what it is, for a regular file (and for blockbuster)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -259,6 +312,9 @@ class Adoption:
     duplicates: int = 0
     #: Files of the namespace that could not be read, with why: left alone.
     unreadable: list[tuple[str, str]] = attrs.field(factory=list)
+    #: Files of the namespace not owned by this user or open to others, with why: left
+    #: alone (another user may have planted them).
+    foreign: list[tuple[str, str]] = attrs.field(factory=list)
     #: Files of the namespace that a live client holds: left alone.
     held_elsewhere: list[str] = attrs.field(factory=list)
     #: Files not taken over because the cap (``max_bytes``) was reached: left for later.
@@ -318,6 +374,9 @@ def adopt(directory: str, namespace: str, *, max_bytes: int | None = None) -> Ad
             continue
         try:
             held = _try_hold(directory, name)
+        except Foreign as exc:
+            adoption.foreign.append((name.file, exc.strerror or str(exc)))
+            continue
         except OSError as exc:
             adoption.unreadable.append((name.file, exc.strerror or str(exc)))
             continue
