@@ -740,6 +740,21 @@ def test_fake_server_help_offers_no_base_url_it_serves_and_sends_nowhere() -> No
         assert "--base-url" in assert_one_error_line(refused)
 
 
+def test_demo_help_offers_none_of_the_settings_it_refuses() -> None:
+    result = cli("demo", "--help", env=clean_env())
+    assert result.returncode == 0, result.stderr
+    for option in ("--api-key", "--website-id", "--base-url"):
+        # Named in the text ("it takes no --api-key ..."), never offered as an option.
+        assert f"[{option}" not in result.stdout
+        assert not re.search(rf"^\s+{option}\b", result.stdout, re.MULTILINE)
+    assert re.search(r"^\s+-v\b", result.stdout, re.MULTILINE)
+    assert "--goals N" in result.stdout
+    for args in (["demo", "--api-key", "df_x"], ["--website-id", "x.com", "demo"]):
+        refused = cli(*args, env=clean_env())
+        assert refused.returncode == 2
+        assert args[0 if args[0] != "demo" else 1] in assert_one_error_line(refused)
+
+
 # -- the parts, without a process -----------------------------------------------------------------
 
 

@@ -82,29 +82,36 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(self.prog, message)
 
 
-def _common_options(*, top: bool) -> argparse.ArgumentParser:
+def _common_options(*, top: bool, settings_shown: bool = True) -> argparse.ArgumentParser:
     """The settings, accepted before or after the command (``SUPPRESS``: a value given in one
-    place is not overwritten by the default of the other)."""
+    place is not overwritten by the default of the other). ``settings_shown=False``: still
+    parsed (so that a command that takes none can refuse them by name) but left out of its
+    ``--help``."""
     common = _Parser(add_help=False)
-    group = common.add_argument_group("settings (default: the DATAFAST_* environment)")
+    title = "settings (default: the DATAFAST_* environment)" if settings_shown else "output"
+    group = common.add_argument_group(title)
     default = None if top else argparse.SUPPRESS
+
+    def shown(text: str) -> str:
+        return text if settings_shown else argparse.SUPPRESS
+
     group.add_argument(
         "--api-key",
         metavar="KEY",
         default=default,
-        help="df_ website key or dft_ account token (DATAFAST_API_KEY)",
+        help=shown("df_ website key or dft_ account token (DATAFAST_API_KEY)"),
     )
     group.add_argument(
         "--website-id",
         metavar="ID",
         default=default,
-        help="website id, required with a dft_ token (DATAFAST_WEBSITE_ID)",
+        help=shown("website id, required with a dft_ token (DATAFAST_WEBSITE_ID)"),
     )
     group.add_argument(
         "--base-url",
         metavar="URL",
         default=default,
-        help="API base URL, default https://datafa.st (DATAFAST_BASE_URL)",
+        help=shown("API base URL, default https://datafa.st (DATAFAST_BASE_URL)"),
     )
     group.add_argument(
         "-v",
@@ -154,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     common = _common_options(top=False)
-    _demo.add_parser(subparsers, common)
+    _demo.add_parser(subparsers, _common_options(top=False, settings_shown=False))
     _send.add_parser(subparsers, common)
     _payment.add_parser(subparsers, common)
     _identify.add_parser(subparsers, common)
