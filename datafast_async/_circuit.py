@@ -1,7 +1,8 @@
 """The circuit breaker: closed, open, half-open, for answers that every request would get.
 
-A refused key (401, 403), a proxy that wants credentials (407), a redirect, a 2xx that is not
-DataFast's answer, a 4xx that is not DataFast's envelope, a certificate that does not verify:
+A refused key (401, 403), a proxy that refuses the tunnel (any 4xx: 407, 401), a redirect, a
+2xx that is not DataFast's answer, a 4xx that is not DataFast's envelope, a certificate that
+does not verify:
 sending more goals only repeats the same answer (and a revoked key would be hammered). Such an
 answer opens the circuit: nothing is sent for a cool-down, and goals fail at once with that
 same error. After the cool-down one request (a queued goal, or a ``send()``) probes the API;

@@ -271,12 +271,19 @@ class AiohttpTransport:
                 maybe_delivered=False,
             ) from exc
         except aiohttp.ClientHttpProxyError as exc:
-            # The proxy refused the tunnel (407 and the like): not DataFast's answer.
+            # The proxy refused the tunnel: not DataFast's answer, and never sent on. A 4xx
+            # (407, or 401 and 403 for bad credentials or a policy) is what every request
+            # would get: the circuit opens (with a spool, requests wait on disk); a 5xx (the
+            # proxy cannot reach the API) may pass.
+            refused = 400 <= exc.status < 500
             unchained = TransportError(
-                f"the proxy {_shown_proxy(self._proxy)} answered {exc.status}: {exc.message}",
+                f"the proxy {_shown_proxy(self._proxy)} refused the tunnel to the API: it "
+                f"answered {exc.status} {exc.message}".rstrip()
+                if refused
+                else f"the proxy {_shown_proxy(self._proxy)} answered {exc.status}: {exc.message}",
                 maybe_delivered=False,
-                retriable=exc.status >= 500,
-                opens_circuit=exc.status in (403, 407),
+                retriable=not refused,
+                opens_circuit=refused,
             )
         except aiohttp.ServerDisconnectedError as exc:
             raise TransportError("the server closed the connection without answering") from exc

@@ -224,6 +224,120 @@ class Nginx:
             await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
 
 
+# -- tinyproxy --------------------------------------------------------------------------------
+
+
+def _find_tinyproxy() -> str | None:
+    found = shutil.which("tinyproxy")
+    if found:
+        return found
+    for path in ("/usr/bin/tinyproxy", "/usr/sbin/tinyproxy", "/usr/local/bin/tinyproxy"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+#: The tinyproxy binary, or ``None`` when it is not installed.
+TINYPROXY = _find_tinyproxy()
+
+_TINYPROXY_CONF = """\
+Port {port}
+Listen 127.0.0.1
+Timeout 30
+MaxClients 100
+LogFile "{dir}/tinyproxy.log"
+LogLevel Info
+PidFile "{dir}/tinyproxy.pid"
+Allow 127.0.0.1
+DisableViaHeader Yes
+BasicAuth {user} {password}
+"""
+
+
+class TinyProxy:
+    """tinyproxy, a real forward proxy, on 127.0.0.1, run from a test (in the foreground:
+    nothing is left behind when it is stopped). It asks for ``BasicAuth user password`` and,
+    as it does for wrong or missing credentials, answers 401 to such a ``CONNECT``; its log
+    (``log``) shows each request it got.
+
+    Raises:
+        RuntimeError: tinyproxy is not installed, or did not start.
+    """
+
+    def __init__(self, directory: Path, user: str, password: str) -> None:
+        if TINYPROXY is None:
+            raise RuntimeError("tinyproxy is not installed")
+        self.directory = directory
+        self.port = free_port()
+        self.user = user
+        self.password = password
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url_with(self, user: str, password: str) -> str:
+        """The proxy's URL with credentials in it (as users put them in ``HTTPS_PROXY``)."""
+        return f"http://{user}:{password}@127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        path = self.directory / "tinyproxy.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @property
+    def connects(self) -> int:
+        """``CONNECT`` requests tinyproxy received (from its log)."""
+        return sum(1 for line in self.log.splitlines() if "): CONNECT " in line)
+
+    async def __aenter__(self) -> TinyProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        assert TINYPROXY is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "tinyproxy.conf"
+        conf.write_text(
+            _TINYPROXY_CONF.format(
+                dir=self.directory, port=self.port, user=self.user, password=self.password
+            )
+        )
+        process = await asyncio.create_subprocess_exec(
+            TINYPROXY,
+            "-d",
+            "-c",
+            str(conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self._process = process
+        if not await _wait_listening(self.port, lambda: process.returncode is None, _START_TIMEOUT):
+            await self.stop()
+            raise RuntimeError(f"tinyproxy did not start; its log:\n{self.log}")
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            process.kill()
+            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+
+
 # -- a forward proxy --------------------------------------------------------------------------
 
 

@@ -3,10 +3,12 @@ passes through it, and ``proxy_for`` as a pure function of the environment."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import traceback
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from datafast_async._transport import proxy_for
 from datafast_async.testing import FakeDataFast
 
 from ._fakes import NO_WAIT
-from ._netservers import Certificates, ForwardProxy, free_port
+from ._netservers import TINYPROXY, Certificates, ForwardProxy, TinyProxy, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -368,3 +370,71 @@ def test_a_proxy_the_client_cannot_speak_to_is_ignored_with_one_warning(
         assert proxy_for("https://datafa.st/api/v1/goals", {"ALL_PROXY": proxy}) is None
     lines = [r.getMessage() for r in caplog.records if "cannot use" in r.getMessage()]
     assert len(lines) == 1
+
+
+# -- a real proxy: tinyproxy ------------------------------------------------------------------
+
+needs_tinyproxy = pytest.mark.skipif(
+    TINYPROXY is None,
+    reason="tinyproxy is not installed (.ci/run installs it with apt-get install tinyproxy)",
+)
+TINY_GOALS = 2_000
+
+
+@needs_tinyproxy
+@pytest.mark.parametrize("spooled", [False, True], ids=["no spool", "spool"])
+async def test_tinyproxy_refusing_bad_credentials_with_401_opens_the_circuit(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tls_fake: FakeDataFast,
+    certs: Certificates,
+    spooled: bool,
+) -> None:
+    """tinyproxy answers 401 to a CONNECT with wrong credentials: every request would get it.
+    The circuit opens after a handful of tunnels, the error is the proxy's refusal (not
+    DataFast's AuthenticationError), and with a spool every goal is kept on disk."""
+    failures: list[Exception] = []
+    async with TinyProxy(tmp_path / "tinyproxy", USER, "the-right-password") as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url_with(USER, "a-wrong-password"))
+        extra: dict[str, Any] = {"spool_path": tmp_path / "spool"} if spooled else {}
+        async with client(
+            tls_fake,
+            certs,
+            concurrency=8,
+            on_failure=lambda g, e: failures.append(e),
+            shutdown_timeout=2,
+            **extra,
+        ) as df:
+            deliveries = [df.track_nowait(f"v{i}", "signup") for i in range(TINY_GOALS)]
+            if spooled:
+                await until_parked(df, TINY_GOALS)
+            else:
+                assert await df.flush(10)
+            with pytest.raises(TransportError, match="401") as refused:
+                await df.send("v", "direct")  # the open circuit answers, without a request
+        stats = df.stats()
+    connects = proxy.connects
+    print(f"\ntinyproxy 401: {TINY_GOALS} goals, {connects} CONNECT attempts, {stats}")
+    assert "the proxy 'http://127.0.0.1:" in str(refused.value)
+    assert "a-wrong-password" not in str(refused.value)
+    assert not isinstance(refused.value, APIError)  # not DataFast's AuthenticationError
+    assert 1 <= connects <= 8  # one per worker already on its way; then the circuit opened
+    assert tls_fake.requests == []
+    if spooled:
+        assert stats.spooled == TINY_GOALS
+        assert stats.failed == 0
+        assert failures == []
+    else:
+        assert stats == Stats(enqueued=TINY_GOALS, failed=TINY_GOALS)
+        assert len(failures) == TINY_GOALS
+        assert all(
+            isinstance(d.error, TransportError) and "401" in str(d.error) for d in deliveries
+        )
+
+
+async def until_parked(df: DataFast, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while df.stats().spooled < count or df.stats().in_flight:
+        assert loop.time() < deadline, df.stats()
+        await asyncio.sleep(0.01)
