@@ -54,9 +54,10 @@ class DataFastError(Exception):
     """Base of everything the SDK raises or reports.
 
     Attributes:
-        maybe_delivered: On a goal's final error: an attempt of the goal ended without an
-            answer after its request may have left (reset, timeout, cut at the deadline), so
-            DataFast may have recorded it although it is reported failed.
+        maybe_delivered: On a goal's final error: an attempt of the goal ended without
+            DataFast's answer after its request may have left (reset, timeout, cut at the
+            deadline, a gateway's 502 or 504), so DataFast may have recorded it although it
+            is reported failed.
     """
 
     #: Whether the same request may succeed if it is sent again.
@@ -64,8 +65,9 @@ class DataFastError(Exception):
     #: Whether every later request would get the same answer (a refused key, a wrong host, a
     #: certificate that does not verify): the sender's circuit breaker opens on it.
     opens_circuit: bool = False
-    #: For a goal's final error: whether an attempt of it ended without an answer after its
-    #: request may have left (reset, timeout, cut), so DataFast may have recorded it anyway.
+    #: For a goal's final error: whether an attempt of it ended without DataFast's answer
+    #: after its request may have left (reset, timeout, cut, a gateway's 502 or 504), so
+    #: DataFast may have recorded it anyway.
     maybe_delivered: bool = False
 
 

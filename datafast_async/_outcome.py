@@ -40,6 +40,9 @@ _SPACE_RE = re.compile(r"\s+")
 # 4xx statuses about the one request, not every request: a timeout, the rate, a body or URL or
 # headers too large (one oversized goal must not fail every goal with it).
 _THIS_REQUEST = frozenset({408, 413, 414, 429, 431})
+# A gateway's own failure to get the upstream's answer: 502 (the upstream reset or sent
+# garbage), 504 (it did not answer in time). Not 503: a gateway says it before it forwards.
+_GATEWAY = frozenset({502, 504})
 _SECONDS_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 
 
@@ -79,6 +82,10 @@ def outcome_of(
         status < 500 and status not in _THIS_REQUEST and not enveloped and not error.retriable
     ):
         error.opens_circuit = True
+    elif status in _GATEWAY:
+        # A gateway's answer (nginx, a load balancer, a CDN): the request may have reached
+        # the API, which may have recorded it, before the gateway gave up on its answer.
+        error.maybe_delivered = True
     return error
 
 

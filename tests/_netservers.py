@@ -109,9 +109,9 @@ http {{
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://127.0.0.1:{upstream};
-            proxy_connect_timeout {connect_timeout}s;
-            proxy_send_timeout {read_timeout}s;
-            proxy_read_timeout {read_timeout}s;
+            proxy_connect_timeout {connect_timeout};
+            proxy_send_timeout {read_timeout};
+            proxy_read_timeout {read_timeout};
         }}
     }}
 }}
@@ -181,8 +181,8 @@ class Nginx:
                 dir=self.directory,
                 port=self.port,
                 upstream=self.upstream_port,
-                connect_timeout=f"{self.connect_timeout:g}",
-                read_timeout=f"{self.read_timeout:g}",
+                connect_timeout=f"{round(self.connect_timeout * 1000)}ms",
+                read_timeout=f"{round(self.read_timeout * 1000)}ms",
             )
         )
         process = await asyncio.create_subprocess_exec(

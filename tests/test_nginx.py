@@ -35,7 +35,8 @@ from datafast_async._outcome import Answer
 from datafast_async._transport import AiohttpTransport, Transport
 from datafast_async.testing import FakeDataFast
 
-from ._netservers import NGINX, Nginx
+from ._fakes import VISITOR
+from ._netservers import NGINX, Nginx, free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -355,3 +356,50 @@ async def test_goals_through_nginx_end_once_while_upstream_and_nginx_fail(
         "stats samples": len(samples),
     }
     print("\nthrough nginx: " + json.dumps(figures, indent=1))
+
+
+async def test_a_goal_the_api_recorded_but_nginx_answered_504_may_have_been_delivered(
+    tmp_path: Path,
+) -> None:
+    """The API records the goal but answers after nginx's read timeout: nginx answers 504.
+    The goal failed (one attempt), and its error says DataFast may have recorded it, for a
+    queued goal and for ``send()``."""
+    fake = FakeDataFast(api_key=KEY, latency=1.2)  # recorded after 1.2 s; nginx waits 0.4 s
+    await fake.start()
+    try:
+        upstream = int(fake.base_url.rsplit(":", 1)[1])
+        async with (
+            Nginx(tmp_path / "nginx", upstream, read_timeout=0.4) as nginx,
+            DataFast(
+                KEY, base_url=nginx.base_url, retry=RetryPolicy(max_attempts=1), timeout=5
+            ) as df,
+        ):
+            late = df.track_nowait(VISITOR, "late")
+            with pytest.raises(ServerError) as raised:
+                await late.wait(10)
+            await reach(lambda: len(fake.goals) == 1, "the API recorded the goal")
+            with pytest.raises(ServerError) as sent_raised:
+                await df.send(VISITOR, "late_too")
+            await reach(lambda: len(fake.goals) == 2, "the API recorded both")
+    finally:
+        await fake.close()
+    error = raised.value
+    assert error.status == 504
+    assert error.maybe_delivered is True
+    assert sent_raised.value.status == 504
+    assert sent_raised.value.maybe_delivered is True
+    assert {goal.name for goal in fake.goals} == {"late", "late_too"}  # both recorded
+
+
+async def test_a_502_from_nginx_may_have_been_delivered(tmp_path: Path) -> None:
+    """nginx's 502 (here: nothing listens upstream) says the request may have reached the
+    API: a gateway cannot tell the client how far it got."""
+    gone = Nginx(tmp_path / "nginx", free_port(), read_timeout=0.4, connect_timeout=0.4)
+    async with (
+        gone as nginx,
+        DataFast(KEY, base_url=nginx.base_url, retry=RetryPolicy(max_attempts=1), timeout=5) as df,
+    ):
+        with pytest.raises(ServerError) as raised:
+            await df.track_nowait(VISITOR, "nobody_upstream").wait(10)
+    assert raised.value.status == 502
+    assert raised.value.maybe_delivered is True

@@ -296,7 +296,9 @@ class Sender:
     def _attempt_failed(self, job: Job, error: DataFastError, epoch: int) -> None:
         """An attempt that got no success: what ``next_step`` decides, carried out."""
         delivery = job.delivery
-        maybe = job.maybe or (isinstance(error, TransportError) and error.maybe_delivered)
+        # This attempt may have reached the API (a reset or a timeout after sending, a
+        # gateway's 502 or 504), or an earlier one may have.
+        maybe = job.maybe or error.maybe_delivered
         if _is_congestion(error):
             self.limiter.congested(epoch)
         scoped = self.kind_circuits[delivery._kind.index]
@@ -393,7 +395,7 @@ class Sender:
                     if circuit.probe is token or scoped.probe is token:
                         self.gate.answered(token)
                     return endpoint.read_result(outcome)
-                if isinstance(outcome, TransportError) and outcome.maybe_delivered:
+                if outcome.maybe_delivered:
                     if endpoint.idempotent:
                         outcome.maybe_delivered = False  # sent again, it cannot count twice
                     else:
@@ -405,10 +407,10 @@ class Sender:
                     self._policy, outcome, attempt, self._loop.time(), self._close_deadline
                 )
                 if step is Step.CIRCUIT:
-                    raise outcome
+                    raise _with_flag(outcome, maybe)
                 self._pause_for(outcome)
                 if step is Step.FINAL or step is Step.EXHAUSTED:
-                    raise outcome
+                    raise _with_flag(outcome, maybe)
                 if step is Step.DEADLINE or self.workers.stopping:
                     raise shutdown_error(outcome, maybe, _DEADLINE_REASON)
                 # Bounded: at most max_delay, or max_retry_after for a Retry-After.
