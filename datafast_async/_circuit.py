@@ -10,6 +10,12 @@ requests arriving meanwhile wait for its answer. DataFast's own answer closes th
 same kind of answer opens it again for twice as long (up to the policy's maximum); no answer
 at all (a network error, a 5xx, a 429) opens it again for the same time.
 
+With a spool, the circuit also opens when the API looks down (``trip(..., down=True)``: a
+request ran out of attempts while every attempt across requests failed): requests wait on
+disk. An outage is often short (a deploy, a restart behind a gateway), so its first cool-down
+is short (``DOWN_COOLDOWN``, 1 s) and doubles with each probe that gets no answer, up to the
+policy's ``circuit_cooldown``: a 3 s outage costs seconds, a long one a probe every 30 s.
+
 A 403 is an endpoint's own (a ``dft_`` token may lack ``payments:write`` and hold
 ``goals:write``): it opens the circuit of that endpoint only (``scope``), and the other kinds
 of request go on; each endpoint's circuit probes its own endpoint.
@@ -26,7 +32,11 @@ from ._errors import DataFastError, own_copy
 from ._reporting import logger
 from ._retry import RetryPolicy
 
-__all__ = ["Circuit", "CircuitState"]
+__all__ = ["DOWN_COOLDOWN", "Circuit", "CircuitState"]
+
+#: Seconds of the first cool-down when the API looks down (doubling up to the policy's
+#: ``circuit_cooldown``).
+DOWN_COOLDOWN = 1.0
 
 # Log records of the circuit carry ``datafast_event="circuit"`` (a command line that reports a
 # refused key in its own words leaves them out).
@@ -65,6 +75,8 @@ class Circuit:
         self._cooldown = policy.circuit_cooldown
         #: The request out as the probe (a Delivery, or a send()'s token), else None.
         self.probe: object | None = None
+        #: Open because the API looks down (not because of an answer every request gets).
+        self.down = False
         self.failed_while_open = 0
         self._changed: list[asyncio.Future[None]] = []
 
@@ -105,7 +117,12 @@ class Circuit:
                 extra=_EVENT,
             )
         elif was is CircuitState.CLOSED and self.keeps:
-            self._cooldown = self._policy.circuit_cooldown
+            self.down = down
+            self._cooldown = (
+                min(DOWN_COOLDOWN, self._policy.circuit_cooldown)
+                if down
+                else self._policy.circuit_cooldown
+            )
             logger.error(
                 "%s (%s): the sender stops sending; the %d goals waiting and every new one "
                 "are kept in the spool; a probe in %g s",
@@ -128,6 +145,7 @@ class Circuit:
                 extra=_EVENT,
             )
         else:
+            self.down = False  # an answer every request gets: no longer "down"
             self._cooldown = min(self._cooldown * 2, self._policy.max_circuit_cooldown)
             logger.warning(
                 "the probe got the same kind of answer (%s): %d %s failed so far; the next "
@@ -148,7 +166,19 @@ class Circuit:
         """The probe got no answer of DataFast's (a network error, a 5xx, a 429): open again
         for the same cool-down."""
         if self.probe is token and self.state is CircuitState.HALF_OPEN:
+            if self.down:  # still down: wait longer next time, up to circuit_cooldown
+                self._cooldown = min(self._cooldown * 2, self._policy.circuit_cooldown)
             self._reopen()
+
+    def probe_now(self) -> bool:
+        """Open because the API looked down: end the cool-down now, so that the next request
+        probes at once (``aclose()`` does so: an API that came back meanwhile takes the
+        requests waiting on disk before the deadline). ``False`` when not open so."""
+        if self.state is not CircuitState.OPEN or not self.down:
+            return False
+        self.until = self._loop.time()
+        self._wake()
+        return True
 
     def probe_dropped(self, token: object) -> None:
         """The probe was dropped before any answer (its caller cancelled, its worker cut or
@@ -188,6 +218,7 @@ class Circuit:
         self.state = CircuitState.CLOSED
         self.error = None
         self.probe = None
+        self.down = False
         self.failed_while_open = 0
         self._cooldown = self._policy.circuit_cooldown
         self._wake()

@@ -38,6 +38,8 @@ class RetryPolicy:
             than this fails the goal with its ``RateLimitError`` instead of holding it.
         circuit_cooldown: Seconds the circuit breaker stays open after an answer that every
             request would get (a refused key, a wrong host) before one goal probes the API.
+            With a spool and the API down (every attempt failing), the first cool-down is
+            1 s (or this, if shorter), doubling while the probe gets no answer, up to this.
         max_circuit_cooldown: Seconds; each failed probe doubles the cool-down up to this.
 
     Delays of zero are valid and make retries immediate (useful in tests).

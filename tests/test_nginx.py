@@ -403,3 +403,56 @@ async def test_a_502_from_nginx_may_have_been_delivered(tmp_path: Path) -> None:
             await df.track_nowait(VISITOR, "nobody_upstream").wait(10)
     assert raised.value.status == 502
     assert raised.value.maybe_delivered is True
+
+
+OUTAGE = 2.6  # seconds the upstream is gone: a restart, a deploy
+OUTAGE_GOALS = 3_000
+
+
+@pytest.mark.parametrize("then", ["keep running", "aclose at once"])
+async def test_a_short_upstream_outage_behind_nginx_costs_seconds_with_a_spool(
+    tmp_path: Path, then: str
+) -> None:
+    """3,000 goals through nginx, with a spool and the default circuit cool-down (30 s); the
+    upstream is gone for 2.6 s (nginx answers 502), then back. Goals run out of attempts
+    meanwhile and wait on disk; once the API is back they are all delivered within seconds
+    (they waited out a 30 s cool-down: 34 s), and an ``aclose(10)`` called the moment it is
+    back delivers them all too (it delivered none, keeping them on disk)."""
+    fake = FakeDataFast(api_key=KEY)
+    await fake.start()
+    upstream = int(fake.base_url.rsplit(":", 1)[1])
+    try:
+        async with Nginx(tmp_path / "nginx", upstream, read_timeout=1.0) as nginx:
+            df = DataFast(
+                KEY,
+                base_url=nginx.base_url,
+                spool_path=tmp_path / "spool",
+                concurrency=16,
+                timeout=3.0,
+                retry=RetryPolicy(max_attempts=4, initial_delay=0.05, max_delay=0.5),
+            )
+            await df.start()
+            deliveries = [
+                df.track_nowait(f"visitor-{i:05d}", "checkout") for i in range(OUTAGE_GOALS)
+            ]
+            await reach(lambda: df.stats().delivered >= 300, "300 goals delivered")
+            await fake.close()
+            await asyncio.sleep(OUTAGE)
+            await fake.start()
+            loop = asyncio.get_running_loop()
+            back = loop.time()
+            if then == "keep running":
+                await reach(lambda: df.stats().delivered == OUTAGE_GOALS, "every goal delivered")
+                took = loop.time() - back
+                stats = await df.aclose(10)
+            else:
+                stats = await df.aclose(10)
+                took = loop.time() - back
+    finally:
+        await fake.close()
+    print(f"\n{OUTAGE:g} s outage ({then}): all delivered {took:.1f} s after the API was back")
+    assert stats.delivered == OUTAGE_GOALS, stats
+    assert stats.failed == stats.spooled == 0
+    assert all(d.error is None for d in deliveries)
+    assert len({goal.visitor_id for goal in fake.goals}) >= OUTAGE_GOALS - 300
+    assert took < 10.0

@@ -57,6 +57,7 @@ class Gate:
         refill: Refill,
         fate: Fate,
         loop: asyncio.AbstractEventLoop,
+        policy_attempts: int = 1,
     ) -> None:
         self.circuit = circuit
         #: Each endpoint's own circuit, by path (the sender's, shared).
@@ -72,6 +73,11 @@ class Gate:
         self._failing = False
         #: Whether the bound of requests held for refusing endpoints was said (once a run).
         self._said_full = False
+        #: Attempts in a row, across requests, that failed on an error that may pass (a
+        #: network error, a 5xx, a 429) since DataFast last answered: the API looks down
+        #: when one request ran out of attempts and no other got an answer meanwhile.
+        self.failures = 0
+        self._down_after = max(1, policy_attempts)
 
     def _waiting(self) -> int:
         return len(self._queue) + len(self._schedule)
@@ -170,6 +176,18 @@ class Gate:
         job.held = True
         self._schedule.later(job, max(delay, 0.0) + _HELD_SLACK)
         self._refill.check_parked()
+
+    def looks_down(self) -> bool:
+        """Whether the API looks down: at least as many attempts in a row failed, across
+        requests, on errors that may pass as one request has attempts, with no answer of
+        DataFast's in between (a request out of attempts while others get through is that
+        request's own failure, not an outage)."""
+        return self.failures >= self._down_after
+
+    def probe_now(self) -> None:
+        """``aclose()`` began: a circuit open because the API looked down probes at once."""
+        if self.circuit.probe_now():
+            self._workers.notify_all()
 
     def api_down(self, error: DataFastError) -> None:
         """With a spool, a request ran out of attempts on an error that may pass: the API is

@@ -4,8 +4,9 @@ With a spool, requests wait on disk (beyond ``max_queue_size``, parked behind an
 taken over from an earlier run). ``Refill`` reads them back as the queue drains: a batch while
 the circuit is closed and the queue is at most half full, one at a time (to probe with) while
 it is half-open, none while it is open or the sender stops. It also says when every request
-still pending is parked on disk behind a circuit that is not closed (``all_parked``): a
-``flush()`` then returns ``False`` instead of waiting for an API that is not coming back.
+still pending is parked on disk behind an open circuit (``all_parked``): a ``flush()`` then
+returns ``False`` instead of waiting for an API that is not coming back (while a probe is due
+or out, it waits for the probe's answer).
 """
 
 from __future__ import annotations
@@ -90,14 +91,16 @@ class Refill:
             self._spool.retry_later(self.want_more)
 
     def all_parked(self) -> bool:
-        """Whether every request pending is parked on disk behind a circuit that is not
-        closed, or waits in memory for its endpoint's circuit (``Schedule.held``)."""
+        """Whether every request pending is parked on disk behind an open circuit (not
+        half-open: a probe's answer may send them), or waits in memory for its endpoint's
+        circuit (``Schedule.held``)."""
         if self._spool is None:
             return False
         queue = self._queue
         held = self._schedule.held
         on_disk = bool(queue.spooled)
-        if not (on_disk or held) or (on_disk and self._circuit.closed):
+        # Half-open: a probe is due or out, and its answer may send them all.
+        if not (on_disk or held) or (on_disk and self._circuit.peek() is not CircuitState.OPEN):
             return False
         return not len(queue) and queue.pending == held
 

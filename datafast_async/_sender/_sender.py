@@ -17,7 +17,7 @@ from typing import Any
 
 from .._circuit import Circuit, CircuitState
 from .._delivery import Delivery
-from .._errors import DataFastError, TransportError, own_copy
+from .._errors import APIError, DataFastError, TransportError, own_copy
 from .._fate import Fate, shutdown_error
 from .._kinds import KINDS, Endpoint
 from .._limiter import Limiter
@@ -102,6 +102,7 @@ class Sender:
             self.refill,
             fate,
             loop,
+            policy_attempts=policy.max_attempts,
         )
 
     # -- life cycle -----------------------------------------------------------------------
@@ -119,6 +120,9 @@ class Sender:
         self.refill.reason = reason
         for job in self.schedule.take_later_than(deadline):
             self._fate.at_deadline(job.delivery, job.last, job.maybe, reason)
+        # An API that looked down may be back: probe it now rather than after the cool-down,
+        # so that what waits on disk can still go before the deadline.
+        self.gate.probe_now()
         self.refill.check_parked()
 
     def halt(self) -> None:
@@ -247,6 +251,7 @@ class Sender:
 
     def _delivered(self, delivery: Delivery[Any], body: bytes) -> None:
         """The API accepted a request: the probe's answer, if it was the probe; its fate."""
+        self.gate.failures = 0
         if (
             self.circuit.probe is not None
             or self.kind_circuits[delivery._kind.index].probe is not None
@@ -302,7 +307,12 @@ class Sender:
         if _is_congestion(error):
             self.limiter.congested(epoch)
         scoped = self.kind_circuits[delivery._kind.index]
-        self.gate.observe(delivery, error, scoped)
+        gate = self.gate
+        gate.observe(delivery, error, scoped)
+        if error.retriable:
+            gate.failures += 1
+        elif isinstance(error, APIError) and not error.opens_circuit:
+            gate.failures = 0  # DataFast's own refusal of this request: the API is up
         fate = self._fate
         step, delay = next_step(
             self._policy, error, job.attempt, self._loop.time(), self._close_deadline
@@ -330,10 +340,12 @@ class Sender:
             self.schedule.later(Job(delivery, job.attempt + 1, _summary(error), maybe), delay)
         elif step is Step.DEADLINE:
             fate.at_deadline(delivery, error, maybe, self._deadline_reason)
-        elif step is Step.EXHAUSTED and fate.parked(delivery):
-            # Out of attempts on an error that may pass: with a spool the request waits on
-            # disk and the API is treated as down, probed once per cool-down.
-            self.gate.api_down(error)
+        elif step is Step.EXHAUSTED and gate.looks_down() and fate.parked(delivery):
+            # Out of attempts on an error that may pass, with every attempt across requests
+            # failing meanwhile: with a spool the request waits on disk and the API is treated
+            # as down, probed after a short cool-down that grows while it stays down. (Out of
+            # attempts while others get through: it fails, as without a spool.)
+            gate.api_down(error)
         else:
             fate.failed(delivery, _with_flag(error, maybe))
 
