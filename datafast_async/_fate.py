@@ -171,7 +171,8 @@ class Fate:
         said by a rate-limited WARNING; its ``Delivery`` settles with ``error`` when
         ``settle`` (``on_full="drop"``; otherwise the caller raises it). Never reported to
         ``on_failure``: it was never accepted."""
-        self._drops.record(self._queue.record_drop(delivery))
+        self._queue.record_drop(delivery)
+        self._drops.record(delivery._kind.name)
         if settle:
             delivery._settle(error)
 

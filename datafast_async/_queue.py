@@ -373,6 +373,18 @@ class RequestQueue:
                 if counts[_SPOOLED]
             }
 
+    def pending_by_kind(self) -> dict[str, int]:
+        """Requests accepted and not finished (queued, in flight), per kind (by name; those
+        with none left out)."""
+        with self._lock:
+            out = {}
+            for kind, counts in zip(KINDS, self._kinds, strict=True):
+                enqueued, delivered, failed, _, _, _, spooled = counts
+                pending = enqueued - delivered - failed - spooled
+                if pending:
+                    out[kind.name] = pending
+            return out
+
     def waiting_of(self, index: int) -> int:
         """Requests of the kind at ``index`` waiting in the queue."""
         with self._lock:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import DataFastError
-from ._kinds import for_value
+from ._kinds import counted, for_value
 
 if TYPE_CHECKING:
     from ._delivery import Delivery
@@ -90,7 +90,8 @@ class FailureLog:
 
 
 class DropLog:
-    """One WARNING per ``window`` seconds while a full queue refuses goals, with the count."""
+    """One WARNING per ``window`` seconds while a full queue refuses requests, with the count
+    per kind."""
 
     def __init__(
         self, max_queue_size: int, window: float = 10.0, spool_max_bytes: int | None = None
@@ -103,23 +104,27 @@ class DropLog:
         )
         self._window = window
         self._next = 0.0
-        self._logged = 0
+        #: Refused since the last WARNING, per kind (by name).
+        self._unsaid: dict[str, int] = {}
 
-    def record(self, dropped: int) -> None:
-        """``dropped``: the run's running total of goals refused at the door."""
+    def record(self, kind: str) -> None:
+        """One request of ``kind`` (its name) refused at the door."""
+        unsaid = self._unsaid
+        unsaid[kind] = unsaid.get(kind, 0) + 1
         now = time.monotonic()
         if now < self._next:
             return
         self._next = now + self._window
-        count, self._logged = dropped - self._logged, dropped
-        logger.warning("%s: %d goals dropped since the last warning", self._what, count)
+        self._say()
 
-    def at_close(self, dropped: int) -> None:
+    def _say(self) -> None:
+        unsaid, self._unsaid = self._unsaid, {}
+        logger.warning("%s: %s dropped since the last warning", self._what, counted(unsaid))
+
+    def at_close(self) -> None:
         """The run ends: say what was not said yet, and start again for the next run."""
-        if dropped > self._logged:
-            self._next = 0.0
-            self.record(dropped)
-        self._logged = 0
+        if self._unsaid:
+            self._say()
         self._next = 0.0
 
 

@@ -30,7 +30,7 @@ from . import _delivery
 from ._config import check_positive
 from ._errors import ClientClosedError, DataFastError
 from ._fate import Fate
-from ._kinds import KINDS, Endpoint
+from ._kinds import KINDS, Endpoint, counted
 from ._limiter import Limiter
 from ._models import Stats
 from ._options import Options
@@ -256,7 +256,7 @@ class Run:
             await reporter.aclose(max(deadline - loop.time(), left()) - _CALLBACK_RESERVE)
             reporter.said_skipped()
             reporter.failure_log.summarise_all()
-            self.drops.at_close(queue.snapshot().dropped)
+            self.drops.at_close()
             with anyio.move_on_after(left()) as scope:
                 try:
                     await self.transport.aclose()
@@ -285,13 +285,18 @@ class Run:
         self.orphaned = True
         self.intake = NO_LOOP
         self.queue.close_intake()
-        pending = self.queue.pending
+        by_kind = self.queue.pending_by_kind()
+        pending = sum(by_kind.values())
         if was_bound:
             self.reporter.async_allowed = False
             reason = "the event loop ended before the request was delivered (no aclose())"
-            before = sum(self.fate.cut)
+            before = list(self.fate.cut)
             self.sender.abandon_all(reason)
-            lost = sum(self.fate.cut) - before
+            by_kind = {
+                kind.name: after - earlier
+                for kind, after, earlier in zip(KINDS, self.fate.cut, before, strict=True)
+            }
+            lost = sum(by_kind.values())
             spool = self.spool
             if spool is not None:
                 # Off the (ending) loop: the files are written, synced and let go; then the
@@ -308,21 +313,19 @@ class Run:
                 _closing.append(thread)
                 thread.start()
                 pending = lost
-                kept = self.queue.spooled
-                if kept:
+                if self.queue.spooled:
                     logger.warning(
-                        "the event loop of a DataFast client ended before aclose() with %d "
-                        "goals pending: they are kept in the spool at %s; the next start "
-                        "sends them",
-                        kept,
+                        "the event loop of a DataFast client ended before aclose() with %s "
+                        "pending: they are kept in the spool at %s; the next start sends them",
+                        counted(self.queue.spooled_by_kind()),
                         spool.journal.directory,
                     )
         self.final_stats = self.stats()
         if pending and not self.warned:
             self.warned = True
             message = (
-                f"the event loop of a DataFast client ended before aclose() with {pending} "
-                "goals pending; they were not delivered"
+                "the event loop of a DataFast client ended before aclose() with "
+                f"{counted(by_kind)} pending; they were not delivered"
             )
             logger.warning("%s", message)
             warnings.warn(message, ResourceWarning, stacklevel=2)
@@ -501,11 +504,11 @@ class Life:
         run = self.run
         if run.state is RunState.CLOSED or run.warned:
             return
-        pending = run.queue.pending
-        if pending:
+        by_kind = run.queue.pending_by_kind()
+        if by_kind:
             run.warned = True
             message = (
-                f"DataFast client garbage-collected without aclose() with {pending} goals "
+                f"DataFast client garbage-collected without aclose() with {counted(by_kind)} "
                 "pending; they may be lost"
             )
             logger.warning("%s", message)

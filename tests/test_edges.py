@@ -172,7 +172,7 @@ def test_a_loop_ending_without_aclose_closes_the_clients_session() -> None:
             gc.collect()
         fake.resume()
     messages = [str(w.message) for w in caught]
-    assert any("1 goals pending" in m for m in messages)
+    assert any("1 goal pending" in m for m in messages)
     assert not any("Unclosed" in m for m in messages), messages
 
 
@@ -382,3 +382,26 @@ def test_aclose_from_another_running_loop_is_refused_not_run_from_the_wrong_thre
         stop.set()
         thread.join(10)
     assert len(closed) == 1
+
+
+def test_a_loop_ending_without_aclose_names_what_was_pending_by_kind() -> None:
+    """Goals, payments and identifies pending when the loop ends: the warning counts each
+    kind (it said "goals" for all of them)."""
+    with ThreadedFakeDataFast() as fake:
+        fake.pause()
+        df = DataFast(fake.api_key, base_url=fake.base_url)
+        visitor = "3cff4252-fa95-4a8f-b8c1-a2c5f9f0a0c1"
+
+        async def main() -> None:
+            for i in range(2):
+                df.track_nowait(visitor, f"goal_{i}")
+            df.track_payment_nowait(9.99, "USD", "tx_1", visitor_id=visitor)
+            await until(lambda: fake.in_flight >= 1)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            asyncio.run(main())
+            gc.collect()
+        fake.resume()
+    messages = [str(w.message) for w in caught]
+    assert any("with 3 requests (2 goals, 1 payment) pending" in m for m in messages), messages

@@ -97,3 +97,14 @@ async def test_a_refused_goal_counts_as_dropped_for_its_kind(make_client: Any) -
 
 def test_a_disabled_client_counts_nothing() -> None:
     assert DataFast(enabled=False).stats().by_kind["goals"] == KindStats()
+
+
+def test_counted_names_each_kind_in_the_singular_or_plural_and_sums_several() -> None:
+    from datafast_async._kinds import counted
+
+    assert counted({"goals": 1}) == "1 goal"
+    assert counted({"goals": 12}) == "12 goals"
+    assert counted({"payments": 1}) == "1 payment"
+    assert counted({"goals": 12, "payments": 1}) == "13 requests (12 goals, 1 payment)"
+    assert counted({"goals": 0, "identify": 2}) == "2 identifies"
+    assert counted({}) == "0 requests"

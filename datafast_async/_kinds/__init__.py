@@ -22,6 +22,7 @@ __all__ = [
     "Fields",
     "Kind",
     "by_name",
+    "counted",
     "for_path",
     "for_value",
 ]
@@ -32,6 +33,23 @@ for _index, _kind in enumerate(KINDS):
     _kind.index = _index
 
 _BY_NAME = {kind.name: kind for kind in KINDS}
+
+
+def counted(by_kind: dict[str, int]) -> str:
+    """Requests counted per kind (by name), in words: ``"12 goals"`` for one kind (``"1
+    goal"``), ``"13 requests (12 goals, 1 payment)"`` for several, ``"0 requests"`` for
+    none."""
+    shown = {name: count for name, count in by_kind.items() if count}
+    total = sum(shown.values())
+    if not shown:
+        return "0 requests"
+    parts = [
+        f"{count} {by_name(name).noun if count == 1 else by_name(name).plural}"
+        for name, count in shown.items()
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return f"{total} {'request' if total == 1 else 'requests'} ({', '.join(parts)})"
 
 
 def by_name(name: str) -> Kind[object, object]:
