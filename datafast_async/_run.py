@@ -28,6 +28,7 @@ import anyio
 
 from . import _delivery
 from ._config import check_positive
+from ._delivery import Delivery
 from ._errors import ClientClosedError, DataFastError
 from ._fate import Fate
 from ._kinds import KINDS, Endpoint
@@ -105,6 +106,18 @@ class Run:
         #: The durable spool (``spool_path``), set by ``bind``.
         self.spool: RunSpool | None = None
         self._wake_pending = False  # a wake-up from another thread is on its way
+        #: Until ``bind``: held by every request accepted into the run (the queue and
+        #: ``for_spool``), by ``bind`` as it hands them to the spool, and by a hand-over.
+        self.unbound_lock = threading.Lock()
+        #: With a spool, before ``bind``: the requests accepted beyond ``max_queue_size``,
+        #: counted as on disk (``RequestQueue.spill``), for the spool to journal once the run
+        #: starts (``None`` from then on).
+        self.for_spool: list[Delivery[Any]] | None = []
+        #: What the requests accepted before ``bind`` would take in the spool, estimated.
+        self.spool_bytes = 0
+        #: Never started, its requests were journaled for another client (``Life.hand_over``):
+        #: the run is closed, and the client's next use starts a fresh one.
+        self.handed_over = False
 
     def bind(
         self,
@@ -122,12 +135,19 @@ class Run:
         self.spool = spool
         self.fate.bind(reporter, spool)
         self.sender = make_sender(self)
-        self.bound = True
-        self.state = RunState.RUNNING
-        self.intake = loop
+        with self.unbound_lock:  # no request accepted before start can slip past this
+            self.bound = True
+            self.state = RunState.RUNNING
+            self.intake = loop
+            early, self.for_spool = self.for_spool or [], None
+            if spool is not None:
+                for delivery in self.queue.items():  # handed over before the run had a loop
+                    spool.accept(delivery)
+                for delivery in early:  # beyond the queue: to disk, as any spilled request
+                    spool.spill(delivery)
+            elif early:
+                self.queue.refill(early)
         if spool is not None:
-            for delivery in self.queue.items():  # handed over before the run had a loop
-                spool.accept(delivery)
             spool.open(self._adopted)
         self.sender.start()
 
@@ -378,6 +398,8 @@ class Life:
             options.max_queue_size,
             spool_max_bytes=options.spool_max_bytes if spooled else None,
         )
+        # Replacing a closed run (renew) from the loop's thread or another one: one at a time.
+        self._renew_lock = threading.Lock()
         self.run = self._new_run()
         self._warned_lazy = False
         self._forked_from: int | None = None  # what the parent's run held, said once here
@@ -412,8 +434,8 @@ class Life:
         if self._forked_from is not None:
             self._say_forked()
         run = self.live()
-        if run.state is RunState.CLOSED and (start or run.orphaned):
-            run = self.run = self._new_run()
+        if run.state is RunState.CLOSED and (start or run.orphaned or run.handed_over):
+            run = self.renew(run)
         if run.state is RunState.NEW:
             if not start:
                 self._warn_lazy_start()
@@ -510,6 +532,14 @@ class Life:
             )
             logger.warning("%s", message)
             warnings.warn(message, ResourceWarning, source=client, stacklevel=3)
+
+    def renew(self, run: Run) -> Run:
+        """A fresh run in place of ``run``, which has ended (once, whichever thread asks
+        first); the current run if another thread replaced it already."""
+        with self._renew_lock:
+            if self.run is run:
+                self.run = self._new_run()
+            return self.run
 
     def _new_run(self) -> Run:
         return Run(self.options.max_queue_size, self.drops, self.options.initial_limit)

@@ -17,7 +17,7 @@ Nothing here imports the client, the run or the sender. POSIX only (``fcntl.floc
 from ._journal import Append, Journal
 from ._ownership import Adoption, FileInfo, adopt, available, inspect, namespace
 from ._records import Record
-from ._run_spool import MEMORY, SKIP, SPILL, RunSpool, kind_index
+from ._run_spool import MEMORY, SKIP, SPILL, RunSpool, kind_index, record_cost
 
 __all__ = [
     "Adoption",
@@ -34,4 +34,5 @@ __all__ = [
     "inspect",
     "kind_index",
     "namespace",
+    "record_cost",
 ]
