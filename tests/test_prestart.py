@@ -1,7 +1,8 @@
 """Requests accepted before the client's run started (``track_nowait`` from a plain thread, no
 event loop yet): with a spool, those beyond ``max_queue_size`` are kept for the spool (as far
 as ``spool_max_bytes`` would take them) and go to disk when the run starts; without one they
-are refused past the bound, as always.
+are refused past the bound, as always. A process that forks before its client ever started
+hands them to the spool (for the child, or its own next start).
 
 Against a real ``FakeDataFast`` on 127.0.0.1; the goals come from a thread of the test process
 before ``start()``.
@@ -9,13 +10,18 @@ before ``start()``.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from datafast_async import DataFast, QueueFullError
+from datafast_async import DataFast, QueueFullError, ShutdownError
+from datafast_async._run import _before_fork
+from datafast_async._spool import namespace
 from datafast_async.testing import FakeDataFast
 
 from ._fakes import FAST_SPOOL, NO_WAIT, VISITOR, on_disk
@@ -118,3 +124,37 @@ async def test_goals_before_start_without_a_spool_are_refused_past_the_queue() -
     assert (stats.enqueued, stats.delivered, stats.dropped) == (BOUND, BOUND, GOALS - BOUND)
     assert sorted(got, key=int) == [str(i) for i in range(BOUND)]
     assert sum(isinstance(d.error, QueueFullError) for d in deliveries) == GOALS - BOUND
+
+
+async def test_a_fork_before_start_hands_the_requests_to_the_spool(tmp_path: Path) -> None:
+    """What the parent sees as it forks with a client never started (the process's before-fork
+    hook, run here without forking; ``test_preload.py`` forks for real): its requests, queued
+    and beyond the queue, are journaled in a file of the client's namespace, left unlocked;
+    its stats say them spooled and each Delivery settles with ShutdownError(spooled=True).
+    Goals tracked after it go to a fresh run, and the next start sends every one once."""
+    async with FakeDataFast() as fake:
+        df = client_for(fake, spool_path=tmp_path, max_queue_size=100)
+        before = track_from_a_thread(df, 300)
+        await anyio.to_thread.run_sync(_before_fork)  # the forking thread
+        stats = df.stats()
+        assert (stats.enqueued, stats.queued, stats.spooled, stats.dropped) == (300, 0, 300, 0)
+        errors = [d.error for d in before]
+        assert all(isinstance(e, ShutdownError) and e.spooled for e in errors)
+        assert "never started" in str(errors[0])
+        files = await anyio.to_thread.run_sync(os.listdir, tmp_path)
+        assert len(files) == 1
+        assert files[0].startswith(namespace(fake.api_key) + ".")
+        mode = (await anyio.to_thread.run_sync(os.stat, tmp_path / files[0])).st_mode
+        assert mode & 0o777 == 0o600
+        await anyio.to_thread.run_sync(_before_fork)  # nothing more to hand over: no file
+        assert await anyio.to_thread.run_sync(os.listdir, tmp_path) == files
+        after = track_from_a_thread(df, 50)  # a fresh run: queued for start()
+        assert (df.stats().enqueued, df.stats().queued) == (50, 50)
+        await df.start()  # takes the file over
+        assert await df.flush(timeout=30) is True
+        final = await df.aclose()
+        got = numbers(fake)
+    assert (final.enqueued, final.delivered, final.failed) == (350, 350, 0)
+    assert Counter(got) == Counter([str(i) for i in range(300)] + [str(i) for i in range(50)])
+    assert all(d.result is not None for d in after)
+    assert await on_disk(tmp_path) == {}
