@@ -110,6 +110,8 @@ class Intake:
             if run.state not in (RunState.NEW, RunState.RUNNING) or (
                 run.bound and run.loop.is_closed()
             ):
+                if run.handed_over:
+                    continue  # handed over since this thread looked: to the fresh run
                 raise ClientClosedError(
                     "the DataFast client is closed; call start() to use it again"
                 )

@@ -158,3 +158,42 @@ async def test_a_fork_before_start_hands_the_requests_to_the_spool(tmp_path: Pat
     assert Counter(got) == Counter([str(i) for i in range(300)] + [str(i) for i in range(50)])
     assert all(d.result is not None for d in after)
     assert await on_disk(tmp_path) == {}
+
+
+async def test_goals_tracked_while_the_process_forks_again_and_again_are_each_sent_once(
+    tmp_path: Path,
+) -> None:
+    """A thread tracks goals before start() while another hands the client's requests over
+    (forks) again and again: no goal is refused, raised or lost between a run handed over
+    and the fresh one; once started, the client sends every one exactly once."""
+    async with FakeDataFast() as fake:
+        df = client_for(fake, spool_path=tmp_path, max_queue_size=50)
+        stop = threading.Event()
+        forks = 0
+
+        def fork_again_and_again() -> None:
+            nonlocal forks
+            while not stop.is_set():
+                _before_fork()
+                forks += 1
+
+        forker = threading.Thread(target=fork_again_and_again)
+        forker.start()
+        try:
+            deliveries = await anyio.to_thread.run_sync(track_from_a_thread, df, 2000)
+        finally:
+            stop.set()
+            await anyio.to_thread.run_sync(forker.join, 10)
+        assert forks > 1
+        assert df.stats().dropped == 0
+        await df.start()
+        assert await df.flush(timeout=30) is True
+        await df.aclose()
+        got = numbers(fake)
+        files = await on_disk(tmp_path)
+    assert sorted(got, key=int) == [str(i) for i in range(2000)]  # each once
+    handed = [d for d in deliveries if isinstance(d.error, ShutdownError)]
+    assert handed  # (and any tracked after the last hand-over were sent by this run)
+    assert all(d.error.spooled for d in handed)
+    assert all(d.result is not None for d in deliveries if not isinstance(d.error, ShutdownError))
+    assert files == {}
