@@ -704,7 +704,7 @@ class Life:
         """At the process's exit, without a spool to keep them: every request of a run that
         never started fails with ``ShutdownError`` and is reported to ``on_failure`` (a plain
         callback directly, an async one run to its end in a short-lived loop, at most
-        ``shutdown_timeout`` seconds). Returns their number."""
+        ``shutdown_timeout`` seconds and at most ``_EXIT_CALLBACKS``). Returns their number."""
         run = self.run
         with run.unbound_lock:
             if run.bound or run.state is not RunState.NEW or not run.queue.pending:
