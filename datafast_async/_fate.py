@@ -15,7 +15,10 @@ callbacks (``Reporter``) together, so that none of them can be forgotten on one 
 - ``unkept`` / ``damaged``: counted on disk, but the journal could not keep it after all, or
   its record is not a valid request: failed;
 - ``held_at_end``: on disk only when the run ends: its ``Delivery`` (if the app holds it)
-  settles with ``ShutdownError(spooled=True)``;
+  settles with ``ShutdownError(spooled=True)`` (also those of a run that never started,
+  journaled for another client);
+- ``never_started``: a run that never started, at the process's exit without a spool: failed
+  with ``ShutdownError``, for ``on_failure``;
 - ``refused``: at the door (the queue and the spool full): counted in ``dropped``.
 
 ``summary`` is the one WARNING of a shutdown: how many requests were still undelivered at the
@@ -29,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._delivery import Delivery
 from ._errors import DataFastError, ShutdownError
-from ._kinds import KINDS, by_name
+from ._kinds import KINDS, counted
 from ._queue import RequestQueue
 from ._reporting import DropLog, Reporter, logger
 
 if TYPE_CHECKING:
     from ._spool import RunSpool as Spool
 
-__all__ = ["Fate", "count_by_kind", "shutdown_error"]
+__all__ = ["Fate", "count_by_kind", "how_many", "shutdown_error"]
 
 # What spool.settled() writes as a record's outcome.
 _DELIVERED = "delivered"
@@ -166,6 +169,24 @@ class Fate:
             error.spooled = True
             delivery._settle(error)
 
+    def never_started(
+        self, queued: Iterable[Delivery[Any]], on_disk: Iterable[Delivery[Any]], reason: str
+    ) -> list[tuple[Delivery[Any], ShutdownError]]:
+        """A run that never started, as the process exits with no spool to keep its requests
+        (``queued``, and ``on_disk``: kept for a spool that could not take them): each fails
+        with a ``ShutdownError`` saying ``reason``. No loop runs: the caller reports them to
+        ``on_failure`` (returned, with their errors)."""
+        failed: list[tuple[Delivery[Any], ShutdownError]] = []
+        for delivery in queued:
+            if self._queue.finish(delivery, False):
+                failed.append((delivery, ShutdownError(reason)))
+        for index, group in _grouped(on_disk).items():
+            self._queue.discard(index, len(group))
+            failed.extend((delivery, ShutdownError(reason)) for delivery in group)
+        for delivery, error in failed:
+            delivery._settle(error)
+        return failed
+
     def refused(self, delivery: Delivery[Any], error: DataFastError, *, settle: bool) -> None:
         """Refused at the door (the queue, and the spool, full): counted in ``dropped`` and
         said by a rate-limited WARNING; its ``Delivery`` settles with ``error`` when
@@ -192,7 +213,7 @@ class Fate:
         total = sum(every.values())
         if not total:
             return 0
-        parts = [f"{total} {_counted(every)}"]
+        parts = [counted(every)]
         parts.append(
             f"{'was' if total == 1 else 'were'} still undelivered at the shutdown deadline "
             f"({seconds:g} s):"
@@ -220,17 +241,12 @@ class Fate:
         return total
 
 
-def _counted(by_kind: dict[str, int]) -> str:
-    """``"goals"`` for one kind; ``"requests (12 goals, 1 payment)"`` for several."""
-    if len(by_kind) == 1:
-        ((name, count),) = by_kind.items()
-        kind = by_name(name)
-        return kind.noun if count == 1 else kind.plural
-    inner = ", ".join(
-        f"{count} {by_name(name).noun if count == 1 else by_name(name).plural}"
-        for name, count in by_kind.items()
-    )
-    return f"requests ({inner})"
+def how_many(deliveries: Iterable[Delivery[Any]]) -> str:
+    """``"1 goal"``, ``"12 goals"``; ``"13 requests (12 goals, 1 payment)"`` for several kinds."""
+    by_kind: dict[str, int] = {}
+    for delivery in deliveries:
+        by_kind[delivery._kind.name] = by_kind.get(delivery._kind.name, 0) + 1
+    return counted(by_kind)
 
 
 def _grouped(deliveries: Iterable[Delivery[Any]]) -> dict[int, list[Delivery[Any]]]:

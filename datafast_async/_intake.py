@@ -7,8 +7,11 @@ loop, no spool, room in the queue) offers it to the queue itself. Everything els
 - with a spool, a request goes into memory and the journal, or (beyond ``max_queue_size``, or
   behind requests already waiting on disk) onto disk only; it is refused only when the spool
   is full (or cannot be written) and the queue is full too;
-- from another thread (or before ``start()``), it is handed over thread-safely and the
-  client's loop is woken;
+- from another thread, it is handed over thread-safely and the client's loop is woken;
+- before the run starts (no loop yet, from any thread), it waits in the queue; with a spool,
+  beyond ``max_queue_size`` it is kept for the spool (counted as on disk, bounded by what
+  ``spool_max_bytes`` would take, estimated from its body) and goes to disk when the run
+  starts, like any request spilled beyond the bound;
 - ``on_full="block"`` waits for room, at most ``timeout`` seconds;
 - a refusal goes to ``Fate.refused`` (counted in ``dropped``), then the request is dropped
   (its ``Delivery`` settled with ``QueueFullError``) or the error raised.
@@ -23,7 +26,7 @@ from ._delivery import Delivery
 from ._errors import ClientClosedError, QueueFullError
 from ._options import Options
 from ._run import Life, Run, RunState
-from ._spool import RunSpool
+from ._spool import RunSpool, record_cost
 
 __all__ = ["Intake"]
 
@@ -41,6 +44,8 @@ class Intake:
         self._on_full = options.on_full
         self._timeout = options.timeout
         self._max_queue_size = options.max_queue_size
+        #: What the spool takes (``None``: no spool), for requests accepted before start.
+        self._spool_max_bytes = options.spool_max_bytes if options.spool_path is not None else None
         # Built once: a full queue may refuse every request of a busy app.
         self._full_message = (
             f"the queue ({options.max_queue_size} requests) and the spool "
@@ -93,34 +98,67 @@ class Intake:
         """Off the hot path: start lazily, or hand over from another thread."""
         running = _get_running_loop()
         life = self._life
-        run = life.run
-        # (After a fork the run is a fresh NEW one: Life.current also says so, once.)
-        if running is not None and (
-            run.state is RunState.NEW or run.orphaned or run.loop_is_gone()
-        ):
-            run = life.current(start=False)
-        if run.state not in (RunState.NEW, RunState.RUNNING) or (
-            run.bound and run.loop.is_closed()
-        ):
-            raise ClientClosedError("the DataFast client is closed; call start() to use it again")
-        if run.bound and run.spool is not None and run.state is RunState.RUNNING:
+        while True:
+            run = life.run
+            # (After a fork the run is a fresh NEW one: Life.current also says so, once.)
+            if running is not None and (
+                run.state is RunState.NEW or run.orphaned or run.handed_over or run.loop_is_gone()
+            ):
+                run = life.current(start=False)
+            elif run.handed_over:  # journaled for another client: this client goes on afresh
+                run = life.renew(run)
+            if run.state not in (RunState.NEW, RunState.RUNNING) or (
+                run.bound and run.loop.is_closed()
+            ):
+                if run.handed_over:
+                    continue  # handed over since this thread looked: to the fresh run
+                raise ClientClosedError(
+                    "the DataFast client is closed; call start() to use it again"
+                )
+            if not run.bound:
+                with run.unbound_lock:
+                    if run.bound or run.handed_over:
+                        continue  # started, or handed over, meanwhile: look again
+                    accepted = self._before_start(run, delivery)
+                if not accepted:
+                    return self.refuse(delivery)
+                # Not started yet (no loop): it waits for start(), in the queue or for the
+                # spool.
+                return delivery
+            break
+        if run.spool is not None and run.state is RunState.RUNNING:
             return self.spooled(run, run.spool, delivery)
         # offer() raises ClientClosedError once aclose() has stopped intake, under the queue's
         # own lock: a request can never slip into a run that is being closed.
         if not run.queue.offer(delivery):
             return self.refuse(delivery)
-        if run.spool is not None:
-            # bind() ran meanwhile (in the loop's thread), after this thread looked: its
-            # snapshot of the queue may have missed this one (accepting it twice is harmless).
-            run.spool.accept(delivery)
-        if run.bound:
-            sender, loop = run.sender, run.loop
-            if loop is running:
-                sender.notify()
-            else:
-                run.wake_from_thread()
-        # Not started yet (no loop): it waits in the queue for start().
+        sender, loop = run.sender, run.loop
+        if loop is running:
+            sender.notify()
+        else:
+            run.wake_from_thread()
         return delivery
+
+    def _before_start(self, run: Run, delivery: Delivery[Any]) -> bool:
+        """A request for a run not started yet (under its ``unbound_lock``): into the queue;
+        with a spool, beyond the queue (or behind requests already kept so), kept for the
+        spool while their records would fit in ``spool_max_bytes`` (estimated), to go to disk
+        once the run starts. ``False``: refused."""
+        queue = run.queue
+        if self._spool_max_bytes is None:
+            return queue.offer(delivery)
+        cost = record_cost(delivery)
+        fits = run.spool_bytes + cost <= self._spool_max_bytes
+        if not queue.spooled and queue.offer(delivery):
+            if fits:
+                run.spool_bytes += cost  # journaled too, once the run starts
+            return True
+        if fits and run.for_spool is not None:
+            queue.spill(delivery)
+            run.for_spool.append(delivery)
+            run.spool_bytes += cost
+            return True
+        return queue.offer(delivery)  # the spool would not take it: memory, as without one
 
     async def blocking(self, delivery: Delivery[R]) -> Delivery[R]:
         """``on_full="block"``, in the client's loop: wait for room (at most ``timeout``

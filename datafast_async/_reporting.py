@@ -29,7 +29,7 @@ from ._kinds import counted, for_value
 if TYPE_CHECKING:
     from ._delivery import Delivery
 
-__all__ = ["AttemptLog", "DropLog", "FailureLog", "Reporter", "logger"]
+__all__ = ["AttemptLog", "DropLog", "FailureLog", "Reporter", "logger", "report_without_loop"]
 
 logger = logging.getLogger("datafast_async")
 
@@ -247,6 +247,55 @@ class Reporter:
                 task.cancel()
             # A callback that catches its cancellation is not waited for past this.
             await asyncio.wait(late, timeout=_CANCEL_WAIT)
+
+
+def report_without_loop(
+    on_failure: FailureCallback | None,
+    failures: list[tuple[object, DataFastError]],
+    timeout: float,
+) -> None:
+    """Report failures where no event loop runs (the process's exit): a plain callback is
+    called directly; the awaitables it returns (a coroutine function's) then run to their end
+    in a short-lived loop of their own, at most ``timeout`` seconds, and are cancelled
+    after that (said in one ERROR)."""
+    if on_failure is None:
+        return
+    awaitables: list[Awaitable[object]] = []
+    for event, error in failures:
+        try:
+            returned = on_failure(event, error)
+        except Exception:
+            logger.exception("the %s callback raised for %s", _name(on_failure), _what(event))
+            continue
+        if inspect.isawaitable(returned):
+            awaitables.append(returned)
+    if not awaitables:
+        return
+    if asyncio._get_running_loop() is not None:  # cannot nest a loop here: never run
+        for awaitable in awaitables:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+        logger.error(
+            "%d async %s callbacks were not run: an event loop is running in this thread",
+            len(awaitables),
+            _name(on_failure),
+        )
+        return
+
+    async def run_all() -> None:
+        tasks = [asyncio.ensure_future(_run(on_failure, a)) for a in awaitables]
+        _, late = await asyncio.wait(tasks, timeout=max(0.0, timeout))
+        if late:
+            logger.error("%d async callbacks did not finish in time and were cancelled", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=_CANCEL_WAIT)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run_all())
+    finally:
+        loop.close()
 
 
 async def _run(callback: Callable[..., object], awaitable: Awaitable[object]) -> object:

@@ -28,16 +28,17 @@ import anyio
 
 from . import _delivery
 from ._config import check_positive
+from ._delivery import Delivery
 from ._errors import ClientClosedError, DataFastError
-from ._fate import Fate
+from ._fate import Fate, how_many
 from ._kinds import KINDS, Endpoint, counted
 from ._limiter import Limiter
 from ._models import Stats
 from ._options import Options
 from ._queue import RequestQueue
-from ._reporting import DropLog, Reporter, logger
+from ._reporting import DropLog, Reporter, logger, report_without_loop
 from ._sender import Sender
-from ._spool import Journal, RunSpool, namespace
+from ._spool import Journal, RunSpool, hand_over, namespace
 from ._transport import AiohttpTransport, Transport, proxy_for
 
 __all__ = [
@@ -66,6 +67,15 @@ _CALLBACK_RESERVE = 0.2
 _ORPHAN_CLOSE_TIMEOUT = 1.0  # seconds to close the session while the loop is ending
 _EXIT_JOIN = 2.0  # seconds the process's exit waits for a spool closing in a thread
 NO_LOOP = object()  # a run's intake while it accepts nothing
+# At most this many seconds for async on_failure callbacks at the exit of a process whose
+# client never started (and at most shutdown_timeout).
+_EXIT_CALLBACKS = 5.0
+# Why the requests of a client that never started in this process were not sent from it.
+_NEVER_STARTED = "never sent from this process: its DataFast client was never started here"
+_NEVER_SENT = (
+    "never sent: the DataFast client was never started in this process (no start(), no "
+    "event loop ran it) before the process exited"
+)
 
 
 class RunState(enum.Enum):
@@ -105,6 +115,18 @@ class Run:
         #: The durable spool (``spool_path``), set by ``bind``.
         self.spool: RunSpool | None = None
         self._wake_pending = False  # a wake-up from another thread is on its way
+        #: Until ``bind``: held by every request accepted into the run (the queue and
+        #: ``for_spool``), by ``bind`` as it hands them to the spool, and by a hand-over.
+        self.unbound_lock = threading.Lock()
+        #: With a spool, before ``bind``: the requests accepted beyond ``max_queue_size``,
+        #: counted as on disk (``RequestQueue.spill``), for the spool to journal once the run
+        #: starts (``None`` from then on).
+        self.for_spool: list[Delivery[Any]] | None = []
+        #: What the requests accepted before ``bind`` would take in the spool, estimated.
+        self.spool_bytes = 0
+        #: Never started, its requests were journaled for another client (``Life.hand_over``):
+        #: the run is closed, and the client's next use starts a fresh one.
+        self.handed_over = False
 
     def bind(
         self,
@@ -122,12 +144,19 @@ class Run:
         self.spool = spool
         self.fate.bind(reporter, spool)
         self.sender = make_sender(self)
-        self.bound = True
-        self.state = RunState.RUNNING
-        self.intake = loop
+        with self.unbound_lock:  # no request accepted before start can slip past this
+            self.bound = True
+            self.state = RunState.RUNNING
+            self.intake = loop
+            early, self.for_spool = self.for_spool or [], None
+            if spool is not None:
+                for delivery in self.queue.items():  # handed over before the run had a loop
+                    spool.accept(delivery)
+                for delivery in early:  # beyond the queue: to disk, as any spilled request
+                    spool.spill(delivery)
+            elif early:
+                self.queue.refill(early)
         if spool is not None:
-            for delivery in self.queue.items():  # handed over before the run had a loop
-                spool.accept(delivery)
             spool.open(self._adopted)
         self.sender.start()
 
@@ -381,6 +410,8 @@ class Life:
             options.max_queue_size,
             spool_max_bytes=options.spool_max_bytes if spooled else None,
         )
+        # Replacing a closed run (renew) from the loop's thread or another one: one at a time.
+        self._renew_lock = threading.Lock()
         self.run = self._new_run()
         self._warned_lazy = False
         self._forked_from: int | None = None  # what the parent's run held, said once here
@@ -415,8 +446,8 @@ class Life:
         if self._forked_from is not None:
             self._say_forked()
         run = self.live()
-        if run.state is RunState.CLOSED and (start or run.orphaned):
-            run = self.run = self._new_run()
+        if run.state is RunState.CLOSED and (start or run.orphaned or run.handed_over):
+            run = self.renew(run)
         if run.state is RunState.NEW:
             if not start:
                 self._warn_lazy_start()
@@ -514,6 +545,14 @@ class Life:
             logger.warning("%s", message)
             warnings.warn(message, ResourceWarning, source=client, stacklevel=3)
 
+    def renew(self, run: Run) -> Run:
+        """A fresh run in place of ``run``, which has ended (once, whichever thread asks
+        first); the current run if another thread replaced it already."""
+        with self._renew_lock:
+            if self.run is run:
+                self.run = self._new_run()
+            return self.run
+
     def _new_run(self) -> Run:
         return Run(self.options.max_queue_size, self.drops, self.options.initial_limit)
 
@@ -572,31 +611,137 @@ class Life:
         options = self.options
         if options.spool_path is None:
             return None
-        settings = options.settings
-        assert settings.api_key is not None  # resolve_settings requires it when enabled
         extra = dict(options.spool_options)
-        # The CLI's `spool DIR --replay --namespace NS`: another key's requests (a rotated or
-        # revoked key), sent with this one because the user asked for it.
-        space = extra.pop("namespace", None) or namespace(settings.api_key, settings.website_id)
-        journal = Journal(options.spool_path, space, max_bytes=options.spool_max_bytes, **extra)
-        # Records keep the path they are sent to below the base URL's own path (which is not
-        # part of the namespace either): a record is rebuilt by the kind its path names.
-        prefix = urlsplit(settings.base_url).path
+        extra.pop("namespace", None)
+        journal = Journal(
+            options.spool_path, self._namespace(), max_bytes=options.spool_max_bytes, **extra
+        )
         return RunSpool(
             journal,
-            [prefix + target for target in targets],
+            self._record_paths(targets),
             loop,
             on_refill=lambda deliveries: run.sender.refill.refill(deliveries),
             on_damaged=run.fate.damaged,
         )
 
+    def _namespace(self) -> str:
+        """Whose journal files the spool's are: the key's (and website's) namespace."""
+        settings = self.options.settings
+        assert settings.api_key is not None  # resolve_settings requires it when enabled
+        # The CLI's `spool DIR --replay --namespace NS`: another key's requests (a rotated or
+        # revoked key), sent with this one because the user asked for it.
+        space = self.options.spool_options.get("namespace")
+        if isinstance(space, str) and space:
+            return space
+        return namespace(settings.api_key, settings.website_id)
+
+    def _record_paths(self, targets: list[str] | None = None) -> list[str]:
+        """Each kind's path as its records say it (by ``Kind.index``): what it is sent to,
+        below the base URL's own path (which is not part of the namespace either); a record
+        is rebuilt by the kind its path names."""
+        settings = self.options.settings
+        if targets is None:
+            targets = [settings.target(kind.path) for kind in KINDS]
+        prefix = urlsplit(settings.base_url).path
+        return [prefix + target for target in targets]
+
+    # -- a run that never started --------------------------------------------------------
+
+    def hand_over(self) -> bool:
+        """With a spool, a run that never started (no event loop ran it: a gunicorn
+        ``--preload`` master, a process about to fork or exit): journal its requests at once
+        into a file of the client's namespace in the spool directory, left unlocked, so that
+        the first client of that namespace to start (a forked worker, or this one's next
+        start) takes it over and sends them. They are no longer this process's: the run
+        ends (counted as ``spooled``; each ``Delivery`` settles with
+        ``ShutdownError(spooled=True)``), and the client's next use starts a fresh one.
+        ``True`` if it journaled them; ``False`` (nothing changed) if there was nothing to
+        journal, or the file could not be written (one WARNING)."""
+        options = self.options
+        run = self.run
+        if options.spool_path is None or not options.enabled or run.bound:
+            return False
+        with run.unbound_lock:  # no request joins the run meanwhile, and no start binds it
+            if run.bound or run.state is not RunState.NEW:
+                return False
+            queued = run.queue.items()
+            early = run.for_spool or []
+            requests = queued + early
+            if not requests:
+                return False
+            paths = self._record_paths()
+            try:
+                where = hand_over(
+                    options.spool_path,
+                    self._namespace(),
+                    [(paths[d._kind.index], d._body()) for d in requests],
+                )
+            except (OSError, ValueError) as exc:
+                logger.warning(
+                    "%d requests of a DataFast client that was never started in this process "
+                    "could not be journaled in the spool at %s (%s): they stay in this process",
+                    len(requests),
+                    options.spool_path,
+                    exc,
+                )
+                return False
+            run.state = RunState.CLOSED
+            run.handed_over = True
+            run.queue.close_intake()
+            for delivery in run.queue.take_all():
+                run.queue.to_disk(delivery, again=False)
+            run.for_spool = None
+            run.final_stats = run.stats()
+        run.fate.held_at_end(requests, _NEVER_STARTED)
+        logger.warning(
+            "a DataFast client that was never started in this process had accepted %s: they "
+            "are kept in the spool at %s (%s); the first client to start with this key sends "
+            "them (a forked worker, or this client when it starts)",
+            how_many(requests),
+            os.path.dirname(where),
+            os.path.basename(where),
+        )
+        return True
+
+    def _fail_never_started(self) -> int:
+        """At the process's exit, without a spool to keep them: every request of a run that
+        never started fails with ``ShutdownError`` and is reported to ``on_failure`` (a plain
+        callback directly, an async one run to its end in a short-lived loop, at most
+        ``shutdown_timeout`` seconds and at most ``_EXIT_CALLBACKS``). Returns their number."""
+        run = self.run
+        with run.unbound_lock:
+            if run.bound or run.state is not RunState.NEW or not run.queue.pending:
+                return 0
+            run.state = RunState.CLOSED
+            run.queue.close_intake()
+            queued = run.queue.take_all()
+            early, run.for_spool = run.for_spool or [], None
+        failed = run.fate.never_started(queued, early, _NEVER_SENT)
+        run.final_stats = run.stats()
+        if failed:
+            run.warned = True
+            report_without_loop(
+                self.options.on_failure,
+                [(delivery.event, error) for delivery, error in failed],
+                min(self.options.shutdown_timeout, _EXIT_CALLBACKS),
+            )
+        return len(failed)
+
     # -- processes ------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        """In a process about to fork: a run that never started hands its requests to the
+        spool, for the first client that starts (one of the children, as a rule)."""
+        self.hand_over()
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's run (queue, session, journal) stays the parent's;
         this client starts afresh on first use and says so once."""
         run = self.run
         run.queue.after_fork()
+        # Locks another thread of the parent may have held at the fork: new ones.
+        run.unbound_lock = threading.Lock()
+        self._renew_lock = threading.Lock()
         if run.state is RunState.NEW and not len(run.queue):
             return
         if run.state is RunState.CLOSED and not run.queue.pending:
@@ -624,6 +769,12 @@ class Life:
         run = self.run
         if run.state is RunState.CLOSED or not self.options.enabled:
             return 0
+        if run.state is RunState.NEW and not run.bound:
+            # Never started here: journaled for the next start (said by hand_over), or,
+            # without a spool (or one that cannot be written), failed and reported.
+            if self.hand_over():
+                return 0
+            return self._fail_never_started()
         pending = run.queue.pending
         if run.spool is not None and run.spool.close_at_exit(pending):
             run.warned = True
@@ -638,6 +789,8 @@ class Life:
 
 class Owner(Protocol):
     """What the process-wide hooks need of a client."""
+
+    def _before_fork(self) -> None: ...
 
     def _after_fork(self) -> None: ...
 
@@ -660,6 +813,14 @@ def watch(owner: Owner) -> None:
 def inherit(run: Run) -> None:
     """Keep a parent's run alive in a forked child, untouched."""
     _inherited.append(run)
+
+
+def _before_fork() -> None:
+    for owner in list(_owners):
+        try:
+            owner._before_fork()
+        except Exception:  # never in the way of the fork
+            logger.exception("preparing a DataFast client for a fork failed")
 
 
 def _after_fork_in_child() -> None:
@@ -688,5 +849,5 @@ def _at_exit() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)

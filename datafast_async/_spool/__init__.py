@@ -5,7 +5,8 @@
   (``adopt``), and looking at a directory (``inspect``, for the command line).
 - ``_journal``: ``Journal``, the writer one client owns: ``append``/``ack`` from the event
   loop, a writer thread that writes, fsyncs, rotates and deletes files, the size cap, and the
-  spool's own faults.
+  spool's own faults; ``hand_over``, one file written at once for requests of a client that
+  never started (left unlocked for the next journal of its namespace).
 
 - ``_run_spool``: ``RunSpool``, the client's side for one run: it hands accepted requests to
   the writer, acknowledges them where ``_fate`` settles them, parks and keeps them on disk,
@@ -14,10 +15,10 @@
 Nothing here imports the client, the run or the sender. POSIX only (``fcntl.flock``).
 """
 
-from ._journal import Append, Journal
+from ._journal import Append, Journal, hand_over
 from ._ownership import Adoption, FileInfo, adopt, available, inspect, namespace
 from ._records import Record
-from ._run_spool import MEMORY, SKIP, SPILL, RunSpool, kind_index
+from ._run_spool import MEMORY, SKIP, SPILL, RunSpool, kind_index, record_cost
 
 __all__ = [
     "Adoption",
@@ -31,7 +32,9 @@ __all__ = [
     "SPILL",
     "adopt",
     "available",
+    "hand_over",
     "inspect",
     "kind_index",
     "namespace",
+    "record_cost",
 ]

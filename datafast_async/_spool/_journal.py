@@ -86,7 +86,7 @@ from ._records import (
     record_line,
 )
 
-__all__ = ["Append", "Journal"]
+__all__ = ["Append", "Journal", "hand_over"]
 
 _NAMESPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _CAP_LOG_WINDOW = 60.0
@@ -1056,3 +1056,52 @@ def _describe(exc: BaseException | None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+# -- requests no running journal holds ----------------------------------------------------------
+
+# Numbers the files hand_over creates within one process (with its pid and the time: unique).
+_handed_over = itertools.count()
+
+
+def hand_over(directory: str, namespace: str, requests: Iterable[tuple[str, bytes]]) -> str:
+    """Journal ``requests`` (each an endpoint's path and its body) that no journal holds, in
+    a new file of ``namespace`` in ``directory``, at once and in the calling thread: written,
+    fsynced, then unlocked, so that the next journal of the namespace to ``open`` takes it
+    over and sends them (a client that was never started in this process: its forked
+    workers, or its own next start). The same format as ``Journal``'s files, 0600 in a
+    directory made 0700. Returns the file's path.
+
+    Blocking. Raises ``OSError`` (nothing is left behind then), or ``ValueError`` for a body
+    with a newline in it.
+    """
+    make_directory(directory)
+    check_directory(directory)  # never write for others to read (or into their directory)
+    now = time.time()
+    prefix = os.urandom(6).hex() + "-"
+    quoted: dict[str, bytes] = {}
+    lines = []
+    for number, (path, body) in enumerate(requests, 1):
+        if 10 in body:
+            raise ValueError("a journaled body is JSON on one line (it holds a newline)")
+        quoted_path = quoted.get(path)
+        if quoted_path is None:
+            quoted_path = quoted[path] = quote_path(path)
+        lines.append(record_line(f"{prefix}{number:x}", quoted_path, now, body))
+    data = memoryview(b"".join(lines))
+    held = create(directory, namespace, time.time_ns(), os.getpid(), next(_handed_over))
+    try:
+        while data:
+            data = data[os.write(held.fd, data) :]
+        os.fsync(held.fd)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)  # its name (the rename in create) survives a crash too
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            delete(held)
+        raise
+    release(held)
+    return held.path

@@ -38,7 +38,7 @@ from .._reporting import logger
 from ._journal import Append, Journal
 from ._records import Record
 
-__all__ = ["MEMORY", "SKIP", "SPILL", "RunSpool", "kind_index"]
+__all__ = ["MEMORY", "SKIP", "SPILL", "RunSpool", "kind_index", "record_cost"]
 
 SPILL = object()
 SKIP = object()
@@ -46,6 +46,10 @@ MEMORY = object()
 # A journaled record's size as track() guesses it (the journal counts exactly when it writes):
 # goals go to disk only while the journal has room for them.
 _RECORD_GUESS = 400
+# What a request's record takes in the journal besides its body (the line's id, path, time
+# and framing, and the room reserved for its acknowledgement: about 140 bytes), rounded up:
+# requests accepted before the run starts are kept for the spool while it would take them.
+_RECORD_OVERHEAD = 200
 # Seconds before reading back again when goals counted on disk could not be read (a record
 # that a full disk keeps from being written).
 _STALLED_RETRY = 1.0
@@ -432,6 +436,12 @@ class RunSpool:
         self._intake = deque()
         self.off = True
         self.journal.abandon_after_fork()
+
+
+def record_cost(delivery: Delivery[Any]) -> int:
+    """What a request's record would take in the journal (its bytes and its
+    acknowledgement's reservation), estimated from its body: a little more, never less."""
+    return len(delivery._body()) + _RECORD_OVERHEAD
 
 
 def kind_index(path: str) -> int:
