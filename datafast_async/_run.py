@@ -414,7 +414,8 @@ class Life:
         self._renew_lock = threading.Lock()
         self.run = self._new_run()
         self._warned_lazy = False
-        self._forked_from: int | None = None  # what the parent's run held, said once here
+        #: What the parent's run held (per kind), said once here.
+        self._forked_from: dict[str, int] | None = None
         watch(self)
 
     def live(self) -> Run:
@@ -703,15 +704,16 @@ class Life:
         )
         return True
 
-    def _fail_never_started(self) -> int:
+    def _fail_never_started(self) -> dict[str, int]:
         """At the process's exit, without a spool to keep them: every request of a run that
         never started fails with ``ShutdownError`` and is reported to ``on_failure`` (a plain
         callback directly, an async one run to its end in a short-lived loop, at most
-        ``shutdown_timeout`` seconds and at most ``_EXIT_CALLBACKS``). Returns their number."""
+        ``shutdown_timeout`` seconds and at most ``_EXIT_CALLBACKS``). Returns their number,
+        per kind."""
         run = self.run
         with run.unbound_lock:
             if run.bound or run.state is not RunState.NEW or not run.queue.pending:
-                return 0
+                return {}
             run.state = RunState.CLOSED
             run.queue.close_intake()
             queued = run.queue.take_all()
@@ -725,7 +727,10 @@ class Life:
                 [(delivery.event, error) for delivery, error in failed],
                 min(self.options.shutdown_timeout, _EXIT_CALLBACKS),
             )
-        return len(failed)
+        by_kind: dict[str, int] = {}
+        for delivery, _ in failed:
+            by_kind[delivery._kind.name] = by_kind.get(delivery._kind.name, 0) + 1
+        return by_kind
 
     # -- processes ------------------------------------------------------------------------
 
@@ -749,39 +754,40 @@ class Life:
         inherit(run)
         if run.spool is not None:
             run.spool.abandon_after_fork()  # the parent's files: closed here, still locked
-        self._forked_from = run.queue.pending
+        self._forked_from = run.queue.pending_by_kind()
         self.run = self._new_run()
 
     def _say_forked(self) -> None:
         count, self._forked_from = self._forked_from, None
         logger.warning(
-            "this process was forked from one whose DataFast client was in use (%d goals "
+            "this process was forked from one whose DataFast client was in use (%s "
             "pending there): they belong to the parent process and are not sent from here; "
             "this client starts afresh. Create clients after the fork (gunicorn --preload: "
             "in the app's lifespan) to avoid this",
-            count,
+            counted(count or {}),
         )
 
-    def _pending_at_exit(self) -> int:
-        """The requests still pending as the process exits; the exit WARNING says them, so
-        the client's garbage collection in the interpreter's teardown does not say them
-        again."""
+    def _pending_at_exit(self) -> dict[str, int]:
+        """The requests still pending as the process exits, per kind; the exit WARNING says
+        them, so the client's garbage collection in the interpreter's teardown does not say
+        them again."""
         run = self.run
         if run.state is RunState.CLOSED or not self.options.enabled:
-            return 0
+            return {}
         if run.state is RunState.NEW and not run.bound:
             # Never started here: journaled for the next start (said by hand_over), or,
             # without a spool (or one that cannot be written), failed and reported.
             if self.hand_over():
-                return 0
+                return {}
             return self._fail_never_started()
-        pending = run.queue.pending
-        if run.spool is not None and run.spool.close_at_exit(pending):
+        by_kind = run.queue.pending_by_kind()
+        pending = sum(by_kind.values())
+        if run.spool is not None and run.spool.close_at_exit(by_kind):
             run.warned = True
-            return 0  # journaled: the next start sends them (said by close_at_exit)
+            return {}  # journaled: the next start sends them (said by close_at_exit)
         if pending:
             run.warned = True
-        return pending
+        return by_kind
 
 
 # -- processes: fork and exit -----------------------------------------------------------------
@@ -794,7 +800,7 @@ class Owner(Protocol):
 
     def _after_fork(self) -> None: ...
 
-    def _pending_at_exit(self) -> int: ...
+    def _pending_at_exit(self) -> dict[str, int]: ...
 
 
 _owners: weakref.WeakSet[Owner] = weakref.WeakSet()
@@ -838,13 +844,17 @@ def _at_exit() -> None:
     deadline = time.monotonic() + _EXIT_JOIN
     for thread in _closing:
         thread.join(max(0.0, deadline - time.monotonic()))
-    lost = sum(owner._pending_at_exit() for owner in list(_owners))
-    if lost:
+    lost: dict[str, int] = {}
+    for owner in list(_owners):
+        for name, count in owner._pending_at_exit().items():
+            lost[name] = lost.get(name, 0) + count
+    if any(lost.values()):
         logger.warning(
-            "the process is exiting with %d goals still pending in DataFast clients that were "
-            "not closed: they are lost. Close the client before exit: `async with "
-            "DataFast(...)`, `await df.aclose()`, or the datafast_async.starlette lifespan",
-            lost,
+            "the process is exiting with %s still pending in DataFast clients that were not "
+            "closed: they are lost (a client never started in this process reported them to "
+            "on_failure). Close the client before exit: `async with DataFast(...)`, `await "
+            "df.aclose()`, or the datafast_async.starlette lifespan",
+            counted(lost),
         )
 
 

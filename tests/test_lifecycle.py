@@ -140,8 +140,9 @@ def test_an_exit_with_goals_pending_is_said_on_stderr_with_the_count(mode: str) 
     lines = [line for line in done.stderr.splitlines() if "the process is exiting" in line]
     assert lines == [
         "the process is exiting with 3 goals still pending in DataFast clients that were not "
-        "closed: they are lost. Close the client before exit: `async with DataFast(...)`, "
-        "`await df.aclose()`, or the datafast_async.starlette lifespan"
+        "closed: they are lost (a client never started in this process reported them to "
+        "on_failure). Close the client before exit: `async with DataFast(...)`, `await "
+        "df.aclose()`, or the datafast_async.starlette lifespan"
     ]
     # Said once: the client's collection in the interpreter's teardown does not repeat it.
     assert [line for line in done.stderr.splitlines() if "3 goals" in line] == lines

@@ -194,7 +194,7 @@ def test_a_goal_tracked_in_a_preload_master_without_a_spool_reaches_on_failure(
     assert "never started in this process" in message
     warnings = [m for level, m in at_exit["logs"] if level == "WARNING"]
     assert len(warnings) == 1
-    assert "1 goals" in warnings[0]
+    assert "1 goal still pending" in warnings[0]
 
 
 _EXITS = r"""

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 
 from .._delivery import Delivery, pending
-from .._kinds import KINDS, for_path
+from .._kinds import KINDS, counted, for_path
 from .._reporting import logger
 from ._journal import Append, Journal
 from ._records import Record
@@ -380,17 +380,18 @@ class RunSpool:
             self.off = True
         return self.journal.close(timeout=timeout)
 
-    def close_at_exit(self, pending: int) -> bool:
+    def close_at_exit(self, pending: dict[str, int]) -> bool:
         """The process exits with this run not closed: journal what is waiting and close;
-        ``True`` (after one WARNING) if the goals pending are kept for the next start."""
+        ``True`` (after one WARNING) if the requests pending (per kind) are kept for the next
+        start."""
         if self.off or not self.opened:
             return False
         closed = self.close()
-        if closed and pending:
+        if closed and any(pending.values()):
             logger.warning(
-                "the process is exiting with %d goals pending in a DataFast client that was "
-                "not closed: they are kept in the spool at %s; the next start sends them",
-                pending,
+                "the process is exiting with %s pending in a DataFast client that was not "
+                "closed: they are kept in the spool at %s; the next start sends them",
+                counted(pending),
                 self.journal.directory,
             )
         return closed
