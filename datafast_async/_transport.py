@@ -17,6 +17,7 @@ import functools
 import inspect
 import os
 import ssl as ssl_module
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -125,7 +126,8 @@ class AiohttpTransport:
         base_url: The API's base URL (``https://datafa.st``); each request names its target
             below it.
         headers: Headers for every request, built once.
-        timeout: Seconds for one attempt, connection and body included.
+        timeout: Seconds for one attempt, connection and body included (``_Deadline``: an
+            answer that arrived while the process did not run is read, not cut).
         concurrency: The most connections kept to the API.
         session: A session the caller owns (and closes); ``None`` to own one.
         ssl: An ``ssl.SSLContext`` for the owned session (a private CA, a client certificate).
@@ -148,8 +150,10 @@ class AiohttpTransport:
         self._urls: dict[str, str] = {}
         own: dict[str, str] = dict(headers)
         # A connection that cannot be made in 90% of the time fails as such (aiohttp's
-        # ConnectionTimeoutError): its request never left, so maybe_delivered is False.
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout * 0.9)
+        # ConnectionTimeoutError): its request never left, so maybe_delivered is False. The
+        # whole attempt's timeout is ours (_Deadline), not aiohttp's total: that one fires in
+        # the step of the loop that reads an answer arrived during a stall, and cuts it.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout * 0.9)
         self._timeout_seconds = timeout
         self._owned = session is None
         self._proxy, proxy_authorization = _split_proxy(proxy)
@@ -220,6 +224,7 @@ class AiohttpTransport:
             url = self._urls[target] = self._base_url + target
         # The sender awaits this coroutine directly, once per goal: every await between the
         # worker and aiohttp is a frame that each wake-up of the request passes through.
+        deadline = _Deadline(asyncio.get_running_loop(), self._timeout_seconds)
         try:
             # Awaited, then released, rather than ``async with``: the context manager's two
             # extra coroutines are a measurable share of the client's work per request.
@@ -245,6 +250,15 @@ class AiohttpTransport:
             finally:
                 response.release()
             return response.status, raw, response.reason or "", response.headers
+        except asyncio.CancelledError:
+            if not deadline.took_back():
+                raise  # from outside (aclose's deadline, the caller): not a timeout
+            unchained = TransportError(
+                f"no answer within {self._timeout_seconds:g} s (timeout)",
+                maybe_delivered=True,
+                timed_out=True,
+            )
+            unchained.__cause__ = asyncio.TimeoutError()
         except asyncio.TimeoutError as exc:
             raise TransportError(
                 f"no answer within {self._timeout_seconds:g} s (timeout)",
@@ -299,14 +313,91 @@ class AiohttpTransport:
             if self._session.closed:  # aiohttp's "Session is closed"
                 raise TransportError("the HTTP session is closed", maybe_delivered=False) from exc
             raise
+        finally:
+            deadline.close()
         # Raised here, outside the handler, so that neither __cause__ nor __context__ holds
-        # aiohttp's exception: its request_info holds the request's headers, the key among them.
+        # aiohttp's exception (its request_info holds the request's headers, the key among
+        # them), nor the CancelledError that our own deadline turned into a timeout.
         raise unchained
 
     async def aclose(self) -> None:
         if self._owned and not self._session.closed:
             await _close_idle_in_steps(self._session.connector)
             await self._session.close()
+
+
+# After a stall of the process (the app blocking its loop, a SIGSTOP, a paused VM), the timer of
+# a request's deadline runs late, in the same step of the loop as the socket's readable event
+# of an answer that arrived meanwhile (asyncio), or even before that event is read (uvloop:
+# libuv runs timers before polling). A deadline that runs more than _LATE s late (the loop did
+# not run meanwhile: a timer is otherwise late by a millisecond or two) is given _GRACE s
+# more, so that what arrived is read first (the next step of the loop reads it); at most
+# _GRACES times in a row, so that a loop that stays that slow still times a hung request out.
+_LATE = 0.05
+_GRACE = 0.1
+_GRACES = 3
+
+
+class _Deadline:
+    """One attempt's deadline: ``timeout`` seconds of the loop's clock from its start, then
+    the task sending it is cancelled (``took_back`` turns that into a timeout); a timer that
+    runs late, the process having stalled, gives what arrived meanwhile a short grace first.
+
+    One timer per request, as aiohttp's own total timeout was (which it replaces). Python
+    3.11+ counts a task's cancellations: ours is told from one from outside in the same step
+    (aclose's deadline, the caller's cancel), as ``asyncio.timeout()`` does. 3.10 cannot: there
+    a cancellation from outside in the very step of the timeout is taken for the timeout (as
+    aiohttp's own was).
+    """
+
+    __slots__ = ("_cancelling", "_graces", "_handle", "_loop", "_task", "_when", "fired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("a request must be sent from a task")
+        self._loop = loop
+        self._task = task
+        self._cancelling = 0
+        if sys.version_info >= (3, 11):
+            self._cancelling = task.cancelling()
+        self._graces = 0
+        self.fired = False
+        self._when = when = loop.time() + timeout
+        self._handle = loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        loop = self._loop
+        now = loop.time()
+        if now - self._when > _LATE and self._graces < _GRACES:
+            self._graces += 1
+            self._when = when = now + _GRACE
+            self._handle = loop.call_at(when, self._fire)
+            return
+        task = self._task
+        if sys.version_info >= (3, 11) and task.cancelling() > self._cancelling:
+            return  # a cancellation from outside is on its way: it is not a timeout
+        self.fired = True
+        task.cancel()
+
+    def took_back(self) -> bool:
+        """Whether the ``CancelledError`` being handled is this deadline's and this deadline's
+        alone (then it is taken back from the task's count): a timeout."""
+        if not self.fired:
+            return False
+        self.fired = False
+        if sys.version_info >= (3, 11):
+            return self._task.uncancel() <= self._cancelling
+        return True
+
+    def close(self) -> None:
+        self._handle.cancel()
+        if self.fired:
+            # It fired, but the request ended otherwise (the cancellation was swallowed): the
+            # task's count of cancellations is left as it was.
+            self.fired = False
+            if sys.version_info >= (3, 11):
+                self._task.uncancel()
 
 
 # Idle connections closed per step of the loop at shutdown: closing 64 at once holds the loop
