@@ -19,7 +19,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -188,9 +188,8 @@ async def test_a_journal_file_owned_by_another_user_is_left_alone(
     )
 
 
-def _as_nobody(spools: dict[str, Path]) -> dict[str, object]:
-    """In a forked child that became ``nobody``: open a journal in each directory; what it
-    found (the goals taken over, or the fault that disabled it)."""
+def as_nobody(work: Callable[[], object]) -> Any:
+    """``work()`` in a forked child that became ``nobody``; its JSON-able result."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -200,17 +199,7 @@ def _as_nobody(spools: dict[str, Path]) -> dict[str, object]:
             os.setgid(NOBODY)
             os.setgroups([])
             os.setuid(NOBODY)
-            out: dict[str, object] = {}
-            for label, directory in spools.items():
-                journal = Journal(directory, namespace(SPOOL_KEY), background=False)
-                adoption = journal.open()
-                out[label] = {
-                    "taken": len(adoption.records),
-                    "faults": journal.faults,
-                    "journaling": journal.journaling,
-                }
-                journal.close()
-            os.write(write, json.dumps(out).encode())
+            os.write(write, json.dumps(work()).encode())
             code = 0
         finally:
             os._exit(code)
@@ -221,7 +210,27 @@ def _as_nobody(spools: dict[str, Path]) -> dict[str, object]:
     finally:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, data
-    result: dict[str, object] = json.loads(data)
+    return json.loads(data)
+
+
+def _as_nobody(spools: dict[str, Path]) -> dict[str, object]:
+    """As ``nobody``: open a journal in each directory; what it found (the goals taken over,
+    or the fault that disabled it)."""
+
+    def work() -> dict[str, object]:
+        out: dict[str, object] = {}
+        for label, directory in spools.items():
+            journal = Journal(directory, namespace(SPOOL_KEY), background=False)
+            adoption = journal.open()
+            out[label] = {
+                "taken": len(adoption.records),
+                "faults": journal.faults,
+                "journaling": journal.journaling,
+            }
+            journal.close()
+        return out
+
+    result: dict[str, object] = as_nobody(work)
     return result
 
 
@@ -262,25 +271,8 @@ def test_as_another_user_its_own_directory_works_and_roots_is_refused(reachable:
 
 def plant_as_nobody(directory: Path) -> list[Path]:
     """Three goals journaled by ``nobody`` in its own directory, then left (crashed)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(read)
-            os.setgid(NOBODY)
-            os.setgroups([])
-            os.setuid(NOBODY)
-            files = plant(directory, 3)
-            os.write(write, json.dumps([str(path) for path in files]).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    return [Path(name) for name in json.loads(data)]
+    names = as_nobody(lambda: [str(path) for path in plant(directory, 3)])
+    return [Path(name) for name in names]
 
 
 def test_check_directory_says_what_is_wrong_and_how_to_fix_it(tmp_path: Path) -> None:
