@@ -87,6 +87,18 @@ async def _wait_listening(port: int, alive: Callable[[], bool], timeout: float) 
     return False
 
 
+async def _terminate(process: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM, then SIGKILL if it is still there after a few seconds (bounded)."""
+    if process is None or process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+    except asyncio.TimeoutError:
+        process.kill()
+        await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+
+
 # -- nginx ------------------------------------------------------------------------------------
 
 _NGINX_CONF = """\
@@ -214,14 +226,7 @@ class Nginx:
     async def stop(self) -> None:
         """SIGTERM (nginx's fast shutdown), SIGKILL if it is still there after a few seconds."""
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
-        except asyncio.TimeoutError:
-            process.kill()
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+        await _terminate(process)
 
 
 # -- tinyproxy --------------------------------------------------------------------------------
@@ -328,14 +333,7 @@ class TinyProxy:
 
     async def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
-        except asyncio.TimeoutError:
-            process.kill()
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+        await _terminate(process)
 
 
 # -- a forward proxy --------------------------------------------------------------------------
